@@ -1,0 +1,70 @@
+"""
+Errors of the RPC layer.
+
+Every error raised by ``rpc`` derives from `RPCError`.  Errors that cross the
+wire are mapped in each command's ``errors`` (see `rpc.common.RPCCommand`).
+"""
+
+from __future__ import annotations
+
+
+class RPCError(Exception):
+    """Root of every error raised by the RPC layer."""
+
+
+class NotAuthenticated(RPCError):
+    """A command other than Identify/Authenticate arrived before the peer proved the secret."""
+
+
+class AuthenticationFailed(RPCError):
+    """The peer's answer to our challenge did not prove the shared secret."""
+
+
+class NoConnectionsAvailable(RPCError):
+    """There is no live connection to the wanted peer."""
+
+    def __init__(self, message: str, uuid: str | None = None) -> None:
+        super().__init__(message)
+        self.uuid = uuid
+
+    @classmethod
+    def from_uuid(cls, uuid: str, timeout: float) -> "NoConnectionsAvailable":
+        return cls(
+            f"no connection to cluster {uuid} within {timeout:g}s", uuid=uuid
+        )
+
+
+class CallTimedOut(RPCError):
+    """A remote call got no answer within its timeout; it was abandoned."""
+
+    def __init__(self, command: str, timeout: float) -> None:
+        super().__init__(f"{command} got no answer within {timeout:g}s")
+        self.command = command
+        self.timeout = timeout
+
+
+class ConnectionClosed(RPCError):
+    """The connection closed while the call was outstanding (or before it was made)."""
+
+
+class RemoteUnhandledError(RPCError):
+    """
+    The peer's responder failed unexpectedly.  The peer logged the traceback
+    under `reference`; look for it there.
+    """
+
+    def __init__(self, reference: str) -> None:
+        super().__init__(f"unhandled error in remote responder, reference {reference}")
+        self.reference = reference
+
+
+class UnknownCommand(RPCError):
+    """The peer does not implement the command."""
+
+
+class RegistrationRejected(RPCError):
+    """The region refused a cluster's registration (bad uuid, name or capabilities)."""
+
+
+class InvalidArgument(RPCError):
+    """An argument failed validation on the receiving side."""

@@ -1,0 +1,337 @@
+"""
+The authenticated AMP protocol both daemons speak.
+
+* Mutual challenge/response on a shared secret before anything else: until
+  the peer has proved the secret only `Identify` and `Authenticate` are
+  answered; any other command is refused and the connection dropped.  A peer
+  that has not proved the secret within `auth_timeout` seconds is dropped.
+* Calls have a timeout (default 120 s, overridable per call) and fail at once
+  with `ConnectionClosed` when the connection goes.
+* An unexpected exception in a responder is logged under a reference
+  ``host:pid:command:ask`` and answered as ``UNHANDLED`` with that reference;
+  the connection stays up.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import socket
+from hashlib import sha256
+from typing import Any, Callable, Protocol as TypingProtocol
+
+import attrs
+from twisted.internet import error as ierror
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from rpc import errors
+from rpc.common import PRE_AUTH_COMMANDS, Authenticate, Identify, Ping
+
+__all__ = [
+    "CLUSTER",
+    "REGION",
+    "RPCProtocol",
+    "RPCFactory",
+    "answer_challenge",
+    "DEFAULT_CALL_TIMEOUT",
+    "AUTH_TIMEOUT",
+]
+
+log = Logger()
+
+REGION = "region"
+CLUSTER = "cluster"
+_PEER_ROLE = {REGION: CLUSTER, CLUSTER: REGION}
+
+DEFAULT_CALL_TIMEOUT = 120.0
+AUTH_TIMEOUT = 10.0
+CHALLENGE_BYTES = 32
+SALT_BYTES = 16
+_HOST = socket.gethostname()
+
+
+def answer_challenge(secret: bytes, challenge: bytes, salt: bytes, role: str) -> bytes:
+    """The proof that the side playing `role` knows `secret`."""
+    return hmac.new(secret, challenge + salt + role.encode("ascii"), sha256).digest()
+
+
+class _Handshake(amp.CommandLocator):
+    """Responders every connection has, whatever its role."""
+
+    def __init__(self, proto: "RPCProtocol") -> None:
+        self._proto = proto
+
+    @Identify.responder
+    def identify(self) -> dict[str, str]:
+        return {"ident": self._proto.ident, "role": self._proto.role}
+
+    @Authenticate.responder
+    def authenticate(self, challenge: bytes) -> dict[str, bytes]:
+        if not CHALLENGE_BYTES // 2 <= len(challenge) <= 1024:
+            raise errors.InvalidArgument("challenge must be 16 to 1024 bytes")
+        salt = os.urandom(SALT_BYTES)
+        digest = answer_challenge(self._proto.secret, challenge, salt, self._proto.role)
+        return {"digest": digest, "salt": salt}
+
+    @Ping.responder
+    def ping(self) -> dict[str, Any]:
+        return {}
+
+
+class RPCProtocol(amp.AMP):
+    """
+    One authenticated AMP connection.
+
+    `locator` answers the role's own commands; the handshake and `Ping` are
+    answered here.
+    """
+
+    def __init__(
+        self,
+        *,
+        secret: bytes,
+        role: str,
+        clock: IReactorTime,
+        ident: str = "",
+        locator: amp.CommandLocator | None = None,
+        auth_timeout: float = AUTH_TIMEOUT,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+    ) -> None:
+        if role not in _PEER_ROLE:
+            raise ValueError(f"role must be {REGION!r} or {CLUSTER!r}")
+        super().__init__()
+        self.secret = secret
+        self.role = role
+        self.peer_role = _PEER_ROLE[role]
+        self.clock = clock
+        self.ident = ident
+        self.domain_locator = locator
+        self.auth_timeout = auth_timeout
+        self.call_timeout = call_timeout
+        self.peer_authenticated = False
+        self.connected = False
+        self._handshake = _Handshake(self)
+        self._auth_timer: Any = None
+        self._auth_waiters: list[Deferred[RPCProtocol]] = []
+        self._auth_outcome: Failure | None = None
+
+    # -- connection life ---------------------------------------------------
+
+    def connectionMade(self) -> None:  # noqa: N802
+        super().connectionMade()
+        self.connected = True
+        self._auth_timer = self.clock.callLater(self.auth_timeout, self._auth_timed_out)
+        challenge = os.urandom(CHALLENGE_BYTES)
+        d = self.callRemote(Authenticate, challenge=challenge)
+        d.addCallbacks(self._check_proof, self._proof_failed, callbackArgs=(challenge,))
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+        self.connected = False
+        self._cancel_auth_timer()
+        self._settle_auth(Failure(errors.ConnectionClosed(f"connection to {self.peer_name} closed")))
+        super().connectionLost(reason)
+
+    @property
+    def peer_name(self) -> str:
+        if self.transport is None:
+            return "?"
+        peer = self.transport.getPeer()
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        return f"{host}:{port}" if host is not None else str(peer)
+
+    def _cancel_auth_timer(self) -> None:
+        if self._auth_timer is not None and self._auth_timer.active():
+            self._auth_timer.cancel()
+        self._auth_timer = None
+
+    def _auth_timed_out(self) -> None:
+        self._auth_timer = None
+        log.warn(
+            "Dropping {peer}: not authenticated within {timeout}s",
+            peer=self.peer_name,
+            timeout=self.auth_timeout,
+        )
+        self._settle_auth(Failure(errors.AuthenticationFailed("authentication timed out")))
+        self.transport.abortConnection()
+
+    def _check_proof(self, response: dict[str, bytes], challenge: bytes) -> None:
+        expected = answer_challenge(self.secret, challenge, response["salt"], self.peer_role)
+        if hmac.compare_digest(expected, response["digest"]):
+            self.peer_authenticated = True
+            self._cancel_auth_timer()
+            self._settle_auth(None)
+        else:
+            log.warn("Dropping {peer}: it failed to prove the shared secret", peer=self.peer_name)
+            self._settle_auth(Failure(errors.AuthenticationFailed("peer failed to prove the secret")))
+            self.transport.loseConnection()
+
+    def _proof_failed(self, failure: Failure) -> None:
+        if self.connected:
+            log.warn(
+                "Dropping {peer}: its Authenticate answer failed: {error}",
+                peer=self.peer_name,
+                error=failure.getErrorMessage(),
+            )
+            self.transport.loseConnection()
+        self._settle_auth(Failure(errors.AuthenticationFailed(failure.getErrorMessage())))
+
+    def _settle_auth(self, outcome: Failure | None) -> None:
+        """Tell the waiters how authentication ended (None: the peer proved it)."""
+        if self._auth_outcome is not None or (outcome is not None and self.peer_authenticated):
+            return  # settled already
+        self._auth_outcome = outcome
+        waiters, self._auth_waiters = self._auth_waiters, []
+        for waiter in waiters:
+            if outcome is None:
+                waiter.callback(self)
+            else:
+                waiter.errback(outcome)
+
+    def when_authenticated(self) -> "Deferred[RPCProtocol]":
+        """Fires with this protocol once the peer has proved the secret."""
+        if self.peer_authenticated:
+            return succeed(self)
+        if self._auth_outcome is not None:
+            return fail(self._auth_outcome)
+        d: Deferred[RPCProtocol] = Deferred()
+        self._auth_waiters.append(d)
+        return d
+
+    # -- receiving ---------------------------------------------------------
+
+    def locateResponder(self, name: bytes) -> Callable[[amp.AmpBox], Deferred] | None:  # noqa: N802
+        responder = self._handshake.locateResponder(name)
+        if responder is None and self.domain_locator is not None:
+            responder = self.domain_locator.locateResponder(name)
+        return responder
+
+    def dispatchCommand(self, box: amp.AmpBox) -> Deferred:  # noqa: N802
+        name = box[amp.COMMAND]
+        if not self.peer_authenticated and name not in PRE_AUTH_COMMANDS:
+            log.warn(
+                "Refused {command} from unauthenticated {peer}; dropping it",
+                command=name.decode("ascii", "replace"),
+                peer=self.peer_name,
+            )
+            if amp.ASK not in box:
+                self.transport.loseConnection()
+            # Fatal: AMP answers with a QuitBox, which closes the connection.
+            return fail(amp.RemoteAmpError(b"NOT_AUTHENTICATED", "authenticate first", fatal=True))
+        responder = self.locateResponder(name)
+        if responder is None:
+            return super().dispatchCommand(box)
+        try:
+            # AMP parses the arguments synchronously before calling the
+            # responder, so an exception here is the caller's bad input.
+            d = responder(box)
+        except Exception as e:
+            return fail(amp.RemoteAmpError(b"INVALID_ARGUMENT", f"{name.decode('ascii', 'replace')}: {e}"))
+        return d.addErrback(self._unhandled, box)
+
+    def _unhandled(self, failure: Failure, box: amp.AmpBox) -> Failure:
+        if failure.check(amp.RemoteAmpError):
+            return failure
+        command = box[amp.COMMAND].decode("ascii", "replace")
+        ask = box.get(amp.ASK, b"-").decode("ascii", "replace")
+        reference = f"{_HOST}:{os.getpid()}:{command}:{ask}"
+        log.failure(
+            "Unhandled error in responder for {command} from {peer}, reference {reference}",
+            failure,
+            command=command,
+            peer=self.peer_name,
+            reference=reference,
+        )
+        return Failure(amp.RemoteAmpError(amp.UNHANDLED_ERROR_CODE, f"reference {reference}"))
+
+    # -- calling -----------------------------------------------------------
+
+    def call(self, command: type[amp.Command], timeout: float | None = None, **kwargs: Any) -> Deferred:
+        """
+        Call `command` on the peer; fires with its response dict.
+
+        Fails with `CallTimedOut` after `timeout` seconds (default
+        `call_timeout`; 0 or less means no timeout), and with
+        `ConnectionClosed` as soon as the connection goes.
+        """
+        if not self.peer_authenticated and command.commandName not in PRE_AUTH_COMMANDS:
+            return fail(errors.NotAuthenticated(f"{self.peer_name} has not authenticated"))
+        if not self.connected:
+            return fail(errors.ConnectionClosed(f"connection to {self.peer_name} is closed"))
+        timeout = self.call_timeout if timeout is None else timeout
+        try:
+            inner = self.callRemote(command, **kwargs)
+        except Exception as e:  # arguments that do not serialise
+            name = command.commandName.decode("ascii")
+            return fail(errors.InvalidArgument(f"{name}: cannot send arguments: {e}"))
+        outer: Deferred = Deferred()
+
+        def relay(result: Any) -> None:
+            # Late answers to abandoned (timed out or cancelled) calls are dropped.
+            if not outer.called:
+                if isinstance(result, Failure):
+                    outer.errback(_translate(result))
+                else:
+                    outer.callback(result)
+
+        inner.addBoth(relay)
+        if timeout > 0:
+            name = command.commandName.decode("ascii")
+            outer.addTimeout(
+                timeout,
+                self.clock,
+                onTimeoutCancel=lambda result, t: Failure(errors.CallTimedOut(name, t)),
+            )
+        return outer
+
+
+def _translate(failure: Failure) -> Failure:
+    """Turn AMP's and Twisted's transport errors into our own."""
+    if failure.check(amp.UnhandledCommand):
+        description = failure.value.args[1] if len(failure.value.args) > 1 else str(failure.value)
+        if isinstance(description, str) and description.startswith("reference "):
+            return Failure(errors.RemoteUnhandledError(description[len("reference "):]))
+        return Failure(errors.UnknownCommand(str(description)))
+    if failure.check(ierror.ConnectionDone, ierror.ConnectionLost, amp.ProtocolSwitched):
+        return Failure(errors.ConnectionClosed(f"connection closed: {failure.getErrorMessage()}"))
+    return failure
+
+
+class LocatorFactory(TypingProtocol):
+    def __call__(self, proto: RPCProtocol) -> amp.CommandLocator: ...
+
+
+@attrs.define(eq=False)
+class RPCFactory(Factory):
+    """
+    Builds `RPCProtocol`s for one role.
+
+    `locator_factory` makes the role's responders for each new connection
+    (they usually need to know which connection they serve).
+    """
+
+    secret: bytes
+    role: str
+    clock: IReactorTime
+    ident: str = ""
+    locator_factory: LocatorFactory | None = None
+    auth_timeout: float = AUTH_TIMEOUT
+    call_timeout: float = DEFAULT_CALL_TIMEOUT
+
+    def buildProtocol(self, addr: Any) -> RPCProtocol:  # noqa: N802
+        proto = RPCProtocol(
+            secret=self.secret,
+            role=self.role,
+            clock=self.clock,
+            ident=self.ident,
+            auth_timeout=self.auth_timeout,
+            call_timeout=self.call_timeout,
+        )
+        proto.factory = self
+        if self.locator_factory is not None:
+            proto.domain_locator = self.locator_factory(proto)
+        return proto
