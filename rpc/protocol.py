@@ -74,9 +74,7 @@ class _Handshake(amp.CommandLocator):
     def authenticate(self, challenge: bytes) -> dict[str, bytes]:
         if not CHALLENGE_BYTES // 2 <= len(challenge) <= 1024:
             raise errors.InvalidArgument("challenge must be 16 to 1024 bytes")
-        salt = os.urandom(SALT_BYTES)
-        digest = answer_challenge(self._proto.secret, challenge, salt, self._proto.role)
-        return {"digest": digest, "salt": salt}
+        return self._proto.prove(challenge)
 
     @Ping.responder
     def ping(self) -> dict[str, Any]:
@@ -105,7 +103,7 @@ class RPCProtocol(amp.AMP):
         if role not in _PEER_ROLE:
             raise ValueError(f"role must be {REGION!r} or {CLUSTER!r}")
         super().__init__()
-        self.secret = secret
+        self._secret = secret
         self.role = role
         self.peer_role = _PEER_ROLE[role]
         self.clock = clock
@@ -119,6 +117,9 @@ class RPCProtocol(amp.AMP):
         self._auth_timer: Any = None
         self._auth_waiters: list[Deferred[RPCProtocol]] = []
         self._auth_outcome: Failure | None = None
+        self._close_waiters: list[Deferred[None]] = []
+        #: Called with this protocol once it is connected and has sent its challenge.
+        self.on_connect: Callable[[RPCProtocol], None] | None = None
 
     # -- connection life ---------------------------------------------------
 
@@ -129,12 +130,25 @@ class RPCProtocol(amp.AMP):
         challenge = os.urandom(CHALLENGE_BYTES)
         d = self.callRemote(Authenticate, challenge=challenge)
         d.addCallbacks(self._check_proof, self._proof_failed, callbackArgs=(challenge,))
+        if self.on_connect is not None:
+            self.on_connect(self)
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802
         self.connected = False
         self._cancel_auth_timer()
         self._settle_auth(Failure(errors.ConnectionClosed(f"connection to {self.peer_name} closed")))
         super().connectionLost(reason)
+        waiters, self._close_waiters = self._close_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def when_closed(self) -> "Deferred[None]":
+        """Fires once the connection has gone (at once if it already has)."""
+        if not self.connected and self.transport is not None:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._close_waiters.append(d)
+        return d
 
     @property
     def peer_name(self) -> str:
@@ -160,7 +174,7 @@ class RPCProtocol(amp.AMP):
         self.transport.abortConnection()
 
     def _check_proof(self, response: dict[str, bytes], challenge: bytes) -> None:
-        expected = answer_challenge(self.secret, challenge, response["salt"], self.peer_role)
+        expected = answer_challenge(self._secret, challenge, response["salt"], self.peer_role)
         if hmac.compare_digest(expected, response["digest"]):
             self.peer_authenticated = True
             self._cancel_auth_timer()
@@ -191,6 +205,11 @@ class RPCProtocol(amp.AMP):
                 waiter.callback(self)
             else:
                 waiter.errback(outcome)
+
+    def prove(self, challenge: bytes) -> dict[str, bytes]:
+        """Our answer to the peer's challenge, with a fresh salt."""
+        salt = os.urandom(SALT_BYTES)
+        return {"digest": answer_challenge(self._secret, challenge, salt, self.role), "salt": salt}
 
     def when_authenticated(self) -> "Deferred[RPCProtocol]":
         """Fires with this protocol once the peer has proved the secret."""
@@ -314,13 +333,17 @@ class RPCFactory(Factory):
     (they usually need to know which connection they serve).
     """
 
-    secret: bytes
+    #: Never in a repr: factories are logged when they start.
+    secret: bytes = attrs.field(repr=False)
     role: str
-    clock: IReactorTime
+    clock: IReactorTime = attrs.field(repr=False)
     ident: str = ""
     locator_factory: LocatorFactory | None = None
     auth_timeout: float = AUTH_TIMEOUT
     call_timeout: float = DEFAULT_CALL_TIMEOUT
+    on_connect: Callable[[RPCProtocol], None] | None = None
+
+    noisy = False
 
     def buildProtocol(self, addr: Any) -> RPCProtocol:  # noqa: N802
         proto = RPCProtocol(
@@ -332,6 +355,7 @@ class RPCFactory(Factory):
             call_timeout=self.call_timeout,
         )
         proto.factory = self
+        proto.on_connect = self.on_connect
         if self.locator_factory is not None:
             proto.domain_locator = self.locator_factory(proto)
         return proto

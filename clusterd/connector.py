@@ -1,0 +1,241 @@
+"""
+The cluster's connections to the region: one to every region process.
+
+* Discovery: every 30 s (sooner, with backoff, until it first succeeds) the
+  cluster fetches ``/api/v1/rpc-endpoints`` from a configured region URL, or
+  asks a connected region with `GetRegionEndpoints`; it keeps one
+  `ClientService` per endpoint and drops those no longer listed.
+* Each connection authenticates, then registers (`RegisterCluster`); only
+  then is it live and handed out by `getClient`.
+* Liveness: each live connection is pinged every 30 s with a 10 s timeout;
+  a connection that fails a ping is aborted, and `ClientService` reconnects
+  with jittered exponential backoff capped at 30 s.
+"""
+
+from __future__ import annotations
+
+import random
+from functools import partial
+from typing import Any, Callable, Iterable
+
+import attrs
+import treq
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import MultiService
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.protocols import amp
+
+from rpc.client import RegionClient
+from rpc.common import Ping
+from rpc.errors import NoConnectionsAvailable, RPCError
+from rpc.protocol import CLUSTER, RPCFactory, RPCProtocol
+from rpc.region import GetRegionEndpoints, RegisterCluster
+
+__all__ = ["RegionConnector", "Endpoint", "PING_INTERVAL", "PING_TIMEOUT", "DISCOVERY_INTERVAL"]
+
+log = Logger()
+
+PING_INTERVAL = 30.0
+PING_TIMEOUT = 10.0
+DISCOVERY_INTERVAL = 30.0
+DISCOVERY_TIMEOUT = 10.0
+MAX_BACKOFF = 30.0
+
+Endpoint = tuple[str, int]
+
+
+def reconnect_policy(rng: Callable[[], float] = random.random) -> Callable[[int], float]:
+    """Jittered exponential backoff from 1 s, capped at 30 s."""
+    return backoffPolicy(initialDelay=1.0, factor=1.5, maxDelay=MAX_BACKOFF - 1, jitter=rng)
+
+
+def parse_endpoints(document: Any) -> list[Endpoint]:
+    """The (host, port) pairs in a discovery document; malformed entries are skipped."""
+    found = []
+    entries = document.get("endpoints") if isinstance(document, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict):
+            host, port = entry.get("host"), entry.get("port")
+            if isinstance(host, str) and host and isinstance(port, int) and 0 < port < 65536:
+                found.append((host, port))
+    return found
+
+
+@attrs.define(eq=False)
+class RegionConnector(MultiService):
+    reactor: Any = attrs.field(repr=False)
+    region_urls: tuple[str, ...]
+    secret: bytes = attrs.field(repr=False)
+    uuid: str
+    name: str
+    version: str
+    capabilities: tuple[str, ...] = ()
+    locator_factory: Callable[[RPCProtocol], amp.CommandLocator] | None = None
+    http: Any = None  # a treq-like client; default: treq
+    rng: Callable[[], float] = random.random
+    live: set[RPCProtocol] = attrs.field(init=False, factory=set)
+    _services: dict[Endpoint, ClientService] = attrs.field(init=False, factory=dict)
+    _discovery: Deferred[None] | None = attrs.field(init=False, default=None)
+    _discovered_once: bool = attrs.field(init=False, default=False)
+    _failures: int = attrs.field(init=False, default=0)
+    _timer: Any = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        MultiService.__init__(self)
+        if self.http is None:
+            self.http = treq
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        self._schedule(0)
+
+    def stopService(self) -> Deferred[Any]:  # noqa: N802
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self._discovery is not None:
+            self._discovery.cancel()
+        return super().stopService()
+
+    def _schedule(self, delay: float) -> None:
+        self._timer = self.reactor.callLater(delay, self._discover_now)
+
+    def _discover_now(self) -> None:
+        self._timer = None
+        self._discovery = Deferred.fromCoroutine(self.discover())
+        self._discovery.addErrback(
+            lambda f: None if f.check(CancelledError) else log.failure("Discovery failed", f)
+        )
+        self._discovery.addBoth(self._discovered)
+
+    def _discovered(self, _: Any) -> None:
+        self._discovery = None
+        if not self.running:
+            return
+        if self._discovered_once:
+            self._schedule(DISCOVERY_INTERVAL)
+        else:
+            self._schedule(reconnect_policy(self.rng)(self._failures))
+
+    # -- discovery ---------------------------------------------------------
+
+    async def discover(self) -> list[Endpoint] | None:
+        """Find every region process's endpoint and connect to each; None if no source answered."""
+        endpoints = await self._fetch_endpoints()
+        if endpoints is None:
+            self._failures += 1
+            return None
+        self._failures = 0
+        self._discovered_once = True
+        self.set_endpoints(endpoints)
+        return endpoints
+
+    async def _fetch_endpoints(self) -> list[Endpoint] | None:
+        for url in self.region_urls:
+            target = url.rstrip("/") + "/api/v1/rpc-endpoints"
+            try:
+                response = await self.http.get(target, timeout=DISCOVERY_TIMEOUT, reactor=self.reactor)
+                if response.code != 200:
+                    await response.text()
+                    raise ValueError(f"HTTP {response.code}")
+                endpoints = parse_endpoints(await response.json())
+            except Exception as e:
+                log.debug("Discovery from {url} failed: {error}", url=target, error=str(e))
+                continue
+            if endpoints:
+                return endpoints
+        for connection in list(self.live):
+            try:
+                answer = await connection.call(GetRegionEndpoints, timeout=DISCOVERY_TIMEOUT)
+            except RPCError:
+                continue
+            endpoints = parse_endpoints(answer)
+            if endpoints:
+                return endpoints
+        return None
+
+    def set_endpoints(self, endpoints: Iterable[Endpoint]) -> None:
+        """Keep exactly one connection service per endpoint in `endpoints`."""
+        wanted = set(endpoints)
+        for endpoint in set(self._services) - wanted:
+            log.info("Region {host}:{port} is gone; disconnecting", host=endpoint[0], port=endpoint[1])
+            self._services.pop(endpoint).disownServiceParent()
+        for endpoint in sorted(wanted - set(self._services)):
+            log.info("Connecting to region {host}:{port}", host=endpoint[0], port=endpoint[1])
+            service = ClientService(
+                HostnameEndpoint(self.reactor, endpoint[0], endpoint[1], timeout=10),
+                RPCFactory(
+                    secret=self.secret,
+                    role=CLUSTER,
+                    clock=self.reactor,
+                    ident=self.uuid,
+                    locator_factory=self.locator_factory,
+                    on_connect=partial(self.connection_made, endpoint=endpoint),
+                ),
+                retryPolicy=reconnect_policy(self.rng),
+                clock=self.reactor,
+            )
+            self._services[endpoint] = service
+            service.setServiceParent(self)
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return sorted(self._services)
+
+    # -- connections -------------------------------------------------------
+
+    def connection_made(self, proto: RPCProtocol, endpoint: Endpoint) -> None:
+        d = Deferred.fromCoroutine(self._bring_up(proto, endpoint))
+        d.addErrback(lambda f: log.failure("Bringing up {host}:{port} failed", f, host=endpoint[0], port=endpoint[1]))
+
+    async def _bring_up(self, proto: RPCProtocol, endpoint: Endpoint) -> None:
+        try:
+            await proto.when_authenticated()
+            await proto.call(
+                RegisterCluster,
+                uuid=self.uuid,
+                name=self.name,
+                version=self.version,
+                capabilities=list(self.capabilities),
+                timeout=PING_TIMEOUT * 3,
+            )
+        except RPCError as e:
+            log.warn("Region {host}:{port} not usable: {error}", host=endpoint[0], port=endpoint[1], error=str(e))
+            if proto.connected:
+                proto.transport.loseConnection()
+            return
+        if not proto.connected:
+            return
+        self.live.add(proto)
+        pinger = LoopingCall(self._ping, proto)
+        pinger.clock = self.reactor
+        pinger.start(PING_INTERVAL, now=False)
+        log.info("Registered with region {host}:{port}", host=endpoint[0], port=endpoint[1])
+
+        def lost(_: None) -> None:
+            self.live.discard(proto)
+            if pinger.running:
+                pinger.stop()
+            log.info("Lost region {host}:{port}", host=endpoint[0], port=endpoint[1])
+
+        proto.when_closed().addCallback(lost)
+
+    def _ping(self, proto: RPCProtocol) -> Deferred[Any]:
+        def dead(failure: Any) -> None:
+            log.warn("Region {peer} failed a ping ({error}); dropping the connection", peer=proto.peer_name, error=failure.getErrorMessage())
+            if proto.connected:
+                proto.transport.abortConnection()
+
+        return proto.call(Ping, timeout=PING_TIMEOUT).addErrback(dead)
+
+    def getClient(self) -> RegionClient:  # noqa: N802
+        """A client for a random live region connection; `NoConnectionsAvailable` if none."""
+        if not self.live:
+            raise NoConnectionsAvailable("not connected to any region")
+        proto = random.choice(list(self.live))
+        return RegionClient(proto, ident=proto.peer_name)

@@ -1,0 +1,83 @@
+"""``twistd clusterd``: options and the service tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import crochet
+from twisted.application.service import IService, MultiService
+from twisted.python import usage
+
+from clusterd.config import load_config
+from clusterd.connector import RegionConnector
+from clusterd.responders import ClusterResponders
+from clusterd.state import load_or_create_uuid
+from outpost import __version__
+from outpost.config import ConfigError
+from outpost.secret import SecretError, load_secret
+
+CAPABILITIES = ("rpc/1",)
+
+
+class Options(usage.Options):
+    synopsis = "[--config FILE] [--region URL ...] [--secret-file PATH] [--name NAME] [--state-dir DIR]"
+    longdesc = "The Outpost cluster daemon: connects to every region process and does the site's work."
+    optParameters = [
+        ["config", "c", None, "YAML configuration file"],
+        ["secret-file", None, None, "file holding the shared RPC secret (hex, mode 0600)"],
+        ["name", None, None, "this cluster's name (default: the host's short name)"],
+        ["state-dir", None, None, "directory for the cluster's own state"],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["regions"] = []
+
+    def opt_region(self, url: str) -> None:
+        """A region API URL, e.g. http://127.0.0.1:5240/ (repeatable)."""
+        self["regions"].append(url)
+
+    def postOptions(self) -> None:  # noqa: N802
+        path = self["config"]
+        text = ""
+        if path is not None:
+            try:
+                text = Path(path).read_text()
+            except OSError as e:
+                raise usage.UsageError(f"cannot read config {path}: {e.strerror}") from None
+        overrides: dict[str, Any] = {
+            "regions": self["regions"] or None,
+            "secret_file": self["secret-file"],
+            "name": self["name"],
+            "state_dir": self["state-dir"],
+        }
+        try:
+            config = load_config(text, overrides)
+        except ConfigError as e:
+            raise usage.UsageError(f"{path or 'options'}: {e}") from None
+        try:
+            self["secret"] = load_secret(config.secret_path)
+            self["uuid"] = load_or_create_uuid(config.state_dir)
+        except (SecretError, ValueError, OSError) as e:
+            raise usage.UsageError(str(e)) from None
+        self["parsed"] = config
+
+
+def makeService(options: Options) -> IService:  # noqa: N802
+    from twisted.internet import reactor
+
+    crochet.no_setup()  # twistd owns the reactor
+    config = options["parsed"]
+    top = MultiService()
+    RegionConnector(
+        reactor=reactor,
+        region_urls=config.regions,
+        secret=options["secret"],
+        uuid=options["uuid"],
+        name=config.name,
+        version=__version__,
+        capabilities=CAPABILITIES,
+        locator_factory=lambda proto: ClusterResponders(),
+    ).setServiceParent(top)
+    return top

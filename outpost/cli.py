@@ -1,0 +1,275 @@
+"""
+``outpost``: the admin command.
+
+Blocking; the reactor runs in a crochet thread and every call into Twisted
+code goes through one of the `wait_for` wrappers in this module (the admin
+command's blocking-API boundary).
+
+Most subcommands talk to a region over HTTP with an API token (``--token``,
+``$OUTPOST_TOKEN``, or the 0600 file ``~/.config/outpost/token``).  ``token``
+subcommands talk to the region's database directly, because making the
+first token cannot need a token: they read the region's configuration to
+find it (``--config``, as given to ``twistd regiond``).
+
+Exit codes: 0 success; 1 error; 2 usage; 3 not found; 4 region or cluster
+unavailable (including timeouts); 5 authentication or permission refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import quote
+
+import crochet
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_AUTH = 0, 1, 2, 3, 4, 5
+DEFAULT_URL = "http://127.0.0.1:5240/"
+TOKEN_FILE = Path("~/.config/outpost/token")
+HTTP_TIMEOUT = 30.0
+
+
+class CommandError(Exception):
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+_STATUS_EXIT = {401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 503: EXIT_UNAVAILABLE, 504: EXIT_UNAVAILABLE}
+
+
+# -- the blocking boundary -------------------------------------------------
+
+
+@crochet.wait_for(timeout=HTTP_TIMEOUT + 5)
+def http_request(method: str, url: str, token: str | None, body: Any = None) -> Any:
+    """(status, parsed JSON body) of one request to the region."""
+    import treq
+
+    async def go() -> tuple[int, Any]:
+        headers = {"Accept": ["application/json"]}
+        if token:
+            headers["Authorization"] = [f"Bearer {token}"]
+        kwargs: dict[str, Any] = {"headers": headers, "timeout": HTTP_TIMEOUT}
+        if body is not None:
+            kwargs["json"] = body
+        response = await treq.request(method, url, **kwargs)
+        text = await response.text()
+        try:
+            return response.code, json.loads(text) if text else None
+        except ValueError:
+            return response.code, {"error": {"message": text[:200]}}
+
+    from twisted.internet.defer import Deferred
+
+    return Deferred.fromCoroutine(go())
+
+
+@crochet.wait_for(timeout=120)
+def database_call(dsn: str, operation: str, **kwargs: Any) -> Any:
+    """Run one token operation against the region's database."""
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+
+    from regiond.db import Database
+    from regiond.tokens import TokenStore
+
+    async def go() -> Any:
+        db = await Database.connect(reactor, dsn, size=1)
+        try:
+            tokens = TokenStore(db)
+            if operation == "create":
+                return await tokens.create(kwargs["role"], kwargs["name"], actor="cli")
+            if operation == "list":
+                return await tokens.list()
+            if operation == "revoke":
+                return await tokens.revoke(kwargs["token_id"], actor="cli")
+            raise ValueError(operation)
+        finally:
+            await db.close()
+
+    return Deferred.fromCoroutine(go())
+
+
+# -- helpers ---------------------------------------------------------------
+
+
+def region_dsn(config_path: str | None, dsn: str | None) -> str:
+    if dsn:
+        return dsn
+    from regiond.config import load_config
+    from regiond.db import EmbeddedPostgres
+
+    text = Path(config_path).read_text() if config_path else ""
+    config = load_config(text)
+    if config.database.dsn:
+        return config.database.dsn
+    return EmbeddedPostgres(None, config.postgres_dir).dsn
+
+
+def find_token(given: str | None) -> str:
+    if given:
+        return given
+    if os.environ.get("OUTPOST_TOKEN"):
+        return os.environ["OUTPOST_TOKEN"]
+    path = TOKEN_FILE.expanduser()
+    if path.exists():
+        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise CommandError(f"{path} is readable by others; chmod 600 {path}", EXIT_AUTH)
+        return path.read_text().strip()
+    raise CommandError("no API token: use --token, $OUTPOST_TOKEN or ~/.config/outpost/token", EXIT_AUTH)
+
+
+def api(args: argparse.Namespace, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
+    url = args.url.rstrip("/") + path
+    token = find_token(args.token) if auth else None
+    try:
+        status, data = http_request(method, url, token, body)
+    except crochet.TimeoutError:
+        raise CommandError(f"no answer from {args.url} within {HTTP_TIMEOUT:g}s", EXIT_UNAVAILABLE) from None
+    except Exception as e:
+        raise CommandError(f"cannot reach the region at {args.url}: {e}", EXIT_UNAVAILABLE) from None
+    if status >= 400:
+        error = (data or {}).get("error", {}) if isinstance(data, dict) else {}
+        raise CommandError(f"{error.get('message', 'HTTP ' + str(status))} (HTTP {status})", _STATUS_EXIT.get(status, EXIT_ERROR))
+    return data
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    cells = [list(map(str, headers))] + [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def emit(args: argparse.Namespace, data: Any, human: str) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True) if args.json else human)
+
+
+# -- subcommands -----------------------------------------------------------
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    token_id, token = database_call(region_dsn(args.config, args.dsn), "create", role=args.role, name=args.name)
+    emit(args, {"id": token_id, "role": args.role, "name": args.name, "token": token}, token)
+    return EXIT_OK
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    tokens = database_call(region_dsn(args.config, args.dsn), "list")
+    emit(args, tokens, table([(t["id"], t["name"], t["role"], t["created_at"], t["last_used_at"], t["revoked_at"]) for t in tokens],
+                             ["ID", "NAME", "ROLE", "CREATED", "LAST USED", "REVOKED"]))
+    return EXIT_OK
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    if not database_call(region_dsn(args.config, args.dsn), "revoke", token_id=args.id):
+        raise CommandError(f"no live token {args.id}", EXIT_NOT_FOUND)
+    emit(args, {"id": args.id, "revoked": True}, f"revoked token {args.id}")
+    return EXIT_OK
+
+
+def _cluster_rows(items: list[dict[str, Any]]) -> str:
+    return table(
+        [(c["uuid"], c["name"], "yes" if c["connected"] else "no", c["connections"], c["version"], c["last_seen"]) for c in items],
+        ["UUID", "NAME", "CONNECTED", "CONNS", "VERSION", "LAST SEEN"],
+    )
+
+
+def cmd_clusters(args: argparse.Namespace) -> int:
+    items: list[dict[str, Any]] = []
+    page = 1
+    while True:
+        data = api(args, "GET", f"/api/v1/clusters?page={page}&page_size=1000")
+        items += data["items"]
+        if len(items) >= data["total"] or not data["items"]:
+            break
+        page += 1
+    emit(args, items, _cluster_rows(items))
+    return EXIT_OK
+
+
+def cmd_clusters_show(args: argparse.Namespace) -> int:
+    data = api(args, "GET", f"/api/v1/clusters/{quote(args.uuid, safe='')}")
+    emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+    return EXIT_OK
+
+
+def cmd_clusters_ping(args: argparse.Namespace) -> int:
+    data = api(args, "POST", f"/api/v1/clusters/{quote(args.uuid, safe='')}/ping", body={"timeout": args.timeout})
+    emit(args, data, f"{data['uuid']}: {data['latency_ms']:.1f} ms")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    health = api(args, "GET", "/api/v1/health", auth=False)
+    data = api(args, "GET", "/api/v1/clusters?page_size=1000")
+    connected = sum(1 for c in data["items"] if c["connected"])
+    summary = {
+        "region": health,
+        "clusters": {"total": data["total"], "connected": connected, "disconnected": data["total"] - connected},
+    }
+    human = (
+        f"region {health['region']['hostname']} (process {health['region']['id']}): {health['status']}, database {health['database']}\n"
+        f"clusters: {data['total']} known, {connected} connected, {data['total'] - connected} disconnected"
+    )
+    emit(args, summary, human)
+    return EXIT_OK if health["status"] == "ok" else EXIT_UNAVAILABLE
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="outpost", description="Administer an Outpost region.")
+    top.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
+    top.add_argument("--url", default=os.environ.get("OUTPOST_URL", DEFAULT_URL), help="region API URL (default $OUTPOST_URL or %(default)s)")
+    top.add_argument("--token", help="API token (default $OUTPOST_TOKEN or ~/.config/outpost/token)")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    token = sub.add_parser("token", help="make, list and revoke API tokens (talks to the region's database)")
+    token.add_argument("--config", help="the region's YAML config (to find its database)")
+    token.add_argument("--dsn", help="the region database's DSN (instead of --config)")
+    tsub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = tsub.add_parser("create", help="make a token and print it (shown only once)")
+    create.add_argument("--role", choices=["admin", "read"], required=True)
+    create.add_argument("--name", default="", help="what the token is for")
+    create.set_defaults(func=cmd_token_create)
+    tsub.add_parser("list", help="list tokens (never their values)").set_defaults(func=cmd_token_list)
+    revoke = tsub.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("id", type=int)
+    revoke.set_defaults(func=cmd_token_revoke)
+
+    clusters = sub.add_parser("clusters", help="list clusters; show or ping one")
+    clusters.set_defaults(func=cmd_clusters)
+    csub = clusters.add_subparsers(dest="clusters_command", metavar="ACTION")
+    show = csub.add_parser("show", help="one cluster's record")
+    show.add_argument("uuid")
+    show.set_defaults(func=cmd_clusters_show)
+    ping = csub.add_parser("ping", help="round-trip an RPC ping to a cluster")
+    ping.add_argument("uuid")
+    ping.add_argument("--timeout", type=float, default=10.0)
+    ping.set_defaults(func=cmd_clusters_ping)
+
+    sub.add_parser("status", help="region health and cluster counts").set_defaults(func=cmd_status)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    crochet.setup()
+    try:
+        return int(args.func(args))
+    except CommandError as e:
+        print(f"outpost: {e}", file=sys.stderr)
+        return e.code
+    except Exception as e:  # a clear line, not a traceback, for an operator
+        print(f"outpost: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""
+Validating YAML configuration into frozen attrs classes.
+
+`load_section` checks one mapping against a list of `Field`s and collects
+every problem (with its dotted key) instead of stopping at the first; the
+daemons' ``load_config`` raise one `ConfigError` listing them all.  Unknown
+keys are problems too: a misspelt key silently ignored is an outage later.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit
+
+import attrs
+import yaml
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.testing import MemoryReactor
+
+__all__ = [
+    "ConfigError",
+    "Field",
+    "load_section",
+    "parse_yaml",
+    "string",
+    "boolean",
+    "positive_int",
+    "positive_float",
+    "server_endpoint",
+    "client_endpoint",
+    "http_url",
+    "optional",
+    "list_of",
+]
+
+REQUIRED = object()
+
+
+class ConfigError(Exception):
+    """The configuration is wrong; `problems` lists every problem found."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+@attrs.frozen
+class Field:
+    name: str
+    convert: Callable[[Any], Any]
+    default: Any = REQUIRED
+
+
+def parse_yaml(text: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML document (an empty document is an empty mapping)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError([f"not valid YAML: {e}"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"the top level must be a mapping, not {type(data).__name__}"])
+    return data
+
+
+def load_section(data: Any, path: str, fields: list[Field], problems: list[str]) -> dict[str, Any]:
+    """
+    Check `data` (the mapping at dotted `path`) against `fields`.
+
+    Returns the converted values (defaults filled in) and appends a problem
+    for each missing, invalid or unknown key.
+    """
+    prefix = f"{path}." if path else ""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append(f"{path or 'config'}: must be a mapping, not {type(data).__name__}")
+        data = {}
+    known = {f.name for f in fields}
+    for key in data:
+        if key not in known:
+            problems.append(f"{prefix}{key}: unknown key (known: {', '.join(sorted(known))})")
+    values: dict[str, Any] = {}
+    for field in fields:
+        if field.name not in data:
+            if field.default is REQUIRED:
+                problems.append(f"{prefix}{field.name}: required")
+            else:
+                values[field.name] = field.default
+            continue
+        try:
+            values[field.name] = field.convert(data[field.name])
+        except (TypeError, ValueError) as e:
+            problems.append(f"{prefix}{field.name}: {e}")
+            values[field.name] = None if field.default is REQUIRED else field.default
+    return values
+
+
+# -- converters: each returns the value or raises ValueError with the reason --
+
+
+def string(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be a non-empty string, not {value!r}")
+    return value
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {value!r}")
+    return value
+
+
+def positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be a whole number of at least 1, not {value!r}")
+    return value
+
+
+def positive_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"must be a number above 0, not {value!r}")
+    return float(value)
+
+
+def server_endpoint(value: Any) -> str:
+    """A twisted server endpoint string such as ``tcp:5240:interface=127.0.0.1``."""
+    string(value)
+    try:
+        serverFromString(MemoryReactor(), value)
+    except Exception as e:
+        raise ValueError(f"not a server endpoint description ({e}): {value!r}") from None
+    return value
+
+
+def client_endpoint(value: Any) -> str:
+    string(value)
+    try:
+        clientFromString(MemoryReactor(), value)
+    except Exception as e:
+        raise ValueError(f"not a client endpoint description ({e}): {value!r}") from None
+    return value
+
+
+def http_url(value: Any) -> str:
+    string(value)
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"bad port in URL {value!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL with a host, not {value!r}")
+    del port
+    return value
+
+
+def optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def convert_optional(value: Any) -> Any:
+        return None if value is None else convert(value)
+
+    return convert_optional
+
+
+def list_of(convert: Callable[[Any], Any], min_items: int = 0) -> Callable[[Any], list[Any]]:
+    def convert_list(value: Any) -> list[Any]:
+        if not isinstance(value, list):
+            raise ValueError(f"must be a list, not {value!r}")
+        if len(value) < min_items:
+            raise ValueError(f"needs at least {min_items} item(s)")
+        out = []
+        for index, item in enumerate(value):
+            try:
+                out.append(convert(item))
+            except ValueError as e:
+                raise ValueError(f"item {index}: {e}") from None
+        return out
+
+    return convert_list

@@ -1,0 +1,86 @@
+"""The OpenAPI 3 document, generated from the route table it describes."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from regiond.api.router import Response, Route
+
+__all__ = ["openapi_document", "openapi_route"]
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "details"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}},
+        }
+    },
+}
+
+CLUSTER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "uuid": {"type": "string", "format": "uuid"},
+        "name": {"type": "string"},
+        "version": {"type": "string"},
+        "capabilities": {"type": "array", "items": {"type": "string"}},
+        "connected": {"type": "boolean"},
+        "connections": {"type": "integer"},
+        "first_seen": {"type": "string", "format": "date-time"},
+        "last_seen": {"type": "string", "format": "date-time"},
+    },
+}
+
+
+def openapi_document(routes: Sequence[Route], version: str) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        operation: dict[str, Any] = {
+            "summary": route.summary,
+            "operationId": f"{route.method.lower()}_{route.template.strip('/').replace('/', '_').replace('{', '').replace('}', '')}",
+            "tags": list(route.tags),
+            "responses": {},
+        }
+        params = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in route.pattern.groupindex
+        ]
+        params += [dict(q) for q in route.query]
+        if params:
+            operation["parameters"] = params
+        if route.request_body is not None:
+            operation["requestBody"] = {"required": False, "content": {"application/json": {"schema": dict(route.request_body)}}}
+        if route.role is not None:
+            operation["security"] = [{"bearer": []}]
+            operation["x-role"] = route.role
+        for status, description in sorted(route.all_responses().items()):
+            schema = route.response_schema if 200 <= status < 300 else {"$ref": "#/components/schemas/Error"}
+            entry: dict[str, Any] = {"description": description}
+            if schema is not None:
+                entry["content"] = {"application/json": {"schema": dict(schema)}}
+            operation["responses"][str(status)] = entry
+        paths.setdefault(route.template, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Outpost region API", "version": version},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": ERROR_SCHEMA, "Cluster": CLUSTER_SCHEMA},
+        },
+    }
+
+
+def openapi_route(routes: Sequence[Route], version: str) -> Route:
+    """The route serving the document for `routes` (itself included)."""
+    holder: list[dict[str, Any]] = []
+
+    async def serve(request: Any) -> Response:
+        return Response(holder[0])
+
+    route = Route("GET", "/api/openapi.json", serve, "This document", role=None, responses={200: "The OpenAPI document"}, tags=["meta"])
+    holder.append(openapi_document([*routes, route], version))
+    return route

@@ -1,0 +1,220 @@
+"""
+A small JSON router on twisted.web.
+
+Routes are declared once, as data (`Route`), and the same declarations
+drive dispatch, authentication and the OpenAPI document, so the document
+cannot drift from what is served.  Handlers are coroutines taking an
+`ApiRequest` and returning a `Response` (or a JSON-able value for 200).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from typing import Any, Awaitable, Callable, Mapping, Sequence
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from regiond.api import errors
+from regiond.tokens import ADMIN
+
+__all__ = ["Route", "Response", "ApiRequest", "ApiResource", "Authenticator", "MAX_BODY", "parse_query"]
+
+log = Logger()
+
+MAX_BODY = 1024 * 1024
+_HOST = socket.gethostname()
+
+#: Looks a bearer token up: its id, name and role, or None.
+Authenticator = Callable[[str], Awaitable[dict[str, Any] | None]]
+
+
+@attrs.frozen
+class Response:
+    body: Any
+    status: int = 200
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class ApiRequest:
+    method: str
+    path: str
+    params: dict[str, str]
+    query: dict[str, list[str]]
+    headers: Mapping[str, str]
+    raw_body: bytes
+    token: dict[str, Any] | None
+
+    def json(self) -> Any:
+        """The body as JSON (an empty body is an empty object)."""
+        if not self.raw_body.strip():
+            return {}
+        content_type = self.headers.get("content-type", "application/json").split(";")[0].strip()
+        if content_type not in ("application/json", ""):
+            raise errors.UnsupportedMediaType(f"send JSON (application/json), not {content_type}")
+        try:
+            return json.loads(self.raw_body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise errors.BadRequest(f"body is not valid JSON: {e}") from None
+
+    def arg(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else None
+
+    @property
+    def actor(self) -> str:
+        return f"token:{self.token['id']}" if self.token else "anonymous"
+
+
+Handler = Callable[[ApiRequest], Awaitable[Any]]
+
+
+@attrs.frozen
+class Route:
+    """One method on one path template, with what OpenAPI needs to describe it."""
+
+    method: str
+    template: str
+    handler: Handler
+    summary: str
+    #: None: open to all; "read": any valid token; "admin": admin tokens only.
+    role: str | None = "read"
+    responses: Mapping[int, str] = attrs.field(factory=dict)
+    query: Sequence[Mapping[str, Any]] = ()
+    request_body: Mapping[str, Any] | None = None
+    response_schema: Mapping[str, Any] | None = None
+    tags: Sequence[str] = ()
+    pattern: re.Pattern[str] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template)
+        object.__setattr__(self, "pattern", re.compile(f"^{regex}$"))
+
+    def all_responses(self) -> dict[int, str]:
+        out = dict(self.responses)
+        if self.role is not None:
+            out.setdefault(401, "Missing or unknown bearer token")
+            if self.role == ADMIN:
+                out.setdefault(403, "The token's role may not do this")
+        return out
+
+
+Observer = Callable[[Route | None, str, int], None]
+
+
+class ApiResource(Resource):
+    """Dispatches every request under it to the matching `Route`."""
+
+    isLeaf = True
+
+    def __init__(self, routes: Sequence[Route], authenticate: Authenticator, observer: Observer | None = None) -> None:
+        super().__init__()
+        self.routes = list(routes)
+        self._authenticate = authenticate
+        self._observer = observer
+
+    def render(self, request: Request) -> Any:
+        d = Deferred.fromCoroutine(self._handle(request))
+        d.addErrback(lambda f: log.failure("Failed to write a response", f))
+        return NOT_DONE_YET
+
+    def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], list[str]]:
+        allowed = []
+        for route in self.routes:
+            m = route.pattern.match(path)
+            if m:
+                if route.method == method:
+                    return route, m.groupdict(), []
+                allowed.append(route.method)
+        return None, {}, allowed
+
+    async def _handle(self, request: Request) -> None:
+        finished = [False]
+        request.notifyFinish().addBoth(lambda _: finished.__setitem__(0, True))
+        method = request.method.decode("ascii", "replace").upper()
+        path = request.path.decode("utf-8", "replace")
+        route: Route | None = None
+        try:
+            route, params, allowed = self._match(method if method != "HEAD" else "GET", path)
+            if route is None:
+                if allowed:
+                    raise errors.MethodNotAllowed(
+                        f"{method} is not allowed on {path}", headers={"Allow": ", ".join(sorted(set(allowed)))}
+                    )
+                raise errors.NotFound(f"no such resource: {path}")
+            token = await self._check_auth(route, request)
+            body = request.content.read(MAX_BODY + 1) if request.content is not None else b""
+            if len(body) > MAX_BODY:
+                raise errors.BadRequest(f"body larger than {MAX_BODY} bytes")
+            query = {
+                k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
+                for k, vs in (request.args or {}).items()
+            }
+            api_request = ApiRequest(
+                method=method,
+                path=path,
+                params=params,
+                query=query,
+                headers={
+                    name.decode("latin-1").lower(): values[-1].decode("latin-1")
+                    for name, values in request.requestHeaders.getAllRawHeaders()
+                },
+                raw_body=body,
+                token=token,
+            )
+            result = await route.handler(api_request)
+            response = result if isinstance(result, Response) else Response(result)
+        except errors.ApiError as e:
+            response = Response(e.body(), e.status, e.headers)
+        except Exception:
+            reference = f"{_HOST}:{os.getpid()}:{id(request):x}"
+            log.failure("Unhandled error serving {method} {path}, reference {reference}", Failure(), method=method, path=path, reference=reference)
+            response = Response(
+                {"error": {"code": "internal_error", "message": f"internal error, reference {reference}", "details": {}}},
+                500,
+            )
+        if self._observer is not None:
+            self._observer(route, method, response.status)
+        if finished[0]:
+            return
+        request.setResponseCode(response.status)
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Cache-Control", b"no-store")
+        for name, value in response.headers.items():
+            request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+        if response.body is not None and method != "HEAD":
+            request.write(json.dumps(response.body, separators=(",", ":")).encode("utf-8"))
+        request.finish()
+
+    async def _check_auth(self, route: Route, request: Request) -> dict[str, Any] | None:
+        if route.role is None:
+            return None
+        header = (request.getHeader(b"authorization") or b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise errors.Unauthorized("send an API token: Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"})
+        found = await self._authenticate(token.strip())
+        if found is None:
+            raise errors.Unauthorized("unknown or revoked token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        if route.role == ADMIN and found["role"] != ADMIN:
+            raise errors.Forbidden(f"this needs an admin token; this token's role is {found['role']}")
+        return found
+
+
+def parse_query(request: ApiRequest, name: str, convert: Callable[[str], Any], default: Any = None) -> Any:
+    """A converted query parameter, or a 400 naming it."""
+    value = request.arg(name)
+    if value is None:
+        return default
+    try:
+        return convert(value)
+    except ValueError as e:
+        raise errors.BadRequest(f"invalid query parameter {name}", details={name: str(e)}) from None

@@ -1,0 +1,120 @@
+"""
+The region daemon's configuration.
+
+Example (every key optional; these are the defaults)::
+
+    state_dir: /var/lib/outpost/region
+    secret_file: null          # default <state_dir>/secret
+    database:
+      dsn: null                # null: a private PostgreSQL in <state_dir>/postgres
+      pool_size: 8
+    rpc:
+      listen: tcp:5250:interface=127.0.0.1
+      advertise: null          # host clusters dial; default: the listen interface
+    http:
+      listen: tcp:5240:interface=127.0.0.1
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from outpost.config import (
+    ConfigError,
+    Field,
+    load_section,
+    optional,
+    parse_yaml,
+    positive_int,
+    server_endpoint,
+    string,
+)
+
+__all__ = ["RegionConfig", "DatabaseConfig", "RPCConfig", "HTTPConfig", "load_config", "ConfigError"]
+
+DEFAULT_STATE_DIR = "/var/lib/outpost/region"
+
+
+@attrs.frozen
+class DatabaseConfig:
+    dsn: str | None = None
+    pool_size: int = 8
+
+
+DEFAULT_RPC_LISTEN = "tcp:5250:interface=127.0.0.1"
+DEFAULT_HTTP_LISTEN = "tcp:5240:interface=127.0.0.1"
+
+
+@attrs.frozen
+class RPCConfig:
+    listen: str = DEFAULT_RPC_LISTEN
+    advertise: str | None = None
+
+
+@attrs.frozen
+class HTTPConfig:
+    listen: str = DEFAULT_HTTP_LISTEN
+
+
+@attrs.frozen
+class RegionConfig:
+    state_dir: Path = Path(DEFAULT_STATE_DIR)
+    secret_file: Path | None = None
+    database: DatabaseConfig = DatabaseConfig()
+    rpc: RPCConfig = RPCConfig()
+    http: HTTPConfig = HTTPConfig()
+
+    @property
+    def secret_path(self) -> Path:
+        return self.secret_file or self.state_dir / "secret"
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.state_dir / "postgres"
+
+
+def _path(value: Any) -> Path:
+    return Path(string(value)).absolute()
+
+
+def load_config(text: str) -> RegionConfig:
+    """Parse and validate a region YAML document; raises `ConfigError` listing every problem."""
+    data = parse_yaml(text)
+    problems: list[str] = []
+    top = load_section(
+        data,
+        "",
+        [
+            Field("state_dir", _path, Path(DEFAULT_STATE_DIR)),
+            Field("secret_file", optional(_path), None),
+            Field("database", lambda v: v, None),
+            Field("rpc", lambda v: v, None),
+            Field("http", lambda v: v, None),
+        ],
+        problems,
+    )
+    database = load_section(
+        top["database"],
+        "database",
+        [Field("dsn", optional(string), None), Field("pool_size", positive_int, 8)],
+        problems,
+    )
+    rpc = load_section(
+        top["rpc"],
+        "rpc",
+        [Field("listen", server_endpoint, DEFAULT_RPC_LISTEN), Field("advertise", optional(string), None)],
+        problems,
+    )
+    http = load_section(top["http"], "http", [Field("listen", server_endpoint, DEFAULT_HTTP_LISTEN)], problems)
+    if problems:
+        raise ConfigError(problems)
+    return RegionConfig(
+        state_dir=top["state_dir"],
+        secret_file=top["secret_file"],
+        database=DatabaseConfig(**database),
+        rpc=RPCConfig(**rpc),
+        http=HTTPConfig(**http),
+    )

@@ -1,0 +1,186 @@
+"""
+The region process: one service that brings the parts up in order and down
+in reverse.
+
+Start: secret → PostgreSQL (embedded or DSN) → migrations → RPC listener →
+register this process (with its real RPC port) → HTTP listener → heartbeat.
+Stop: the reverse, waiting for each step, so a restart finds a clean state.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from outpost import __version__
+from outpost.secret import load_or_create_secret
+from regiond.api.openapi import openapi_route
+from regiond.api.router import ApiResource
+from regiond.api.v1 import RegionAPI
+from regiond.clusters import ClusterStore, RegionProcessStore
+from regiond.config import RegionConfig
+from regiond.db import Database, EmbeddedPostgres, migrate
+from regiond.rpc.registrar import ClusterRegistrar
+from regiond.rpc.registry import ConnectionRegistry
+from regiond.rpc.responders import RegionResponders
+from regiond.tokens import TokenStore
+from rpc.protocol import REGION, RPCFactory
+
+__all__ = ["RegionService", "HEARTBEAT_INTERVAL"]
+
+log = Logger()
+
+HEARTBEAT_INTERVAL = 30.0
+
+
+def advertised_host(configured: str | None, listening: Any) -> str:
+    """The host clusters should dial to reach this process's RPC listener."""
+    if configured:
+        return configured
+    host = getattr(listening, "host", "127.0.0.1")
+    if host in ("0.0.0.0", "::", ""):
+        return socket.getfqdn()
+    return host
+
+
+@attrs.define
+class RegionService(Service):
+    reactor: Any
+    config: RegionConfig
+    registry: ConnectionRegistry = attrs.field(init=False)
+    db: Database | None = attrs.field(init=False, default=None)
+    api_url: str | None = attrs.field(init=False, default=None)
+    _postgres: EmbeddedPostgres | None = attrs.field(init=False, default=None)
+    _ports: list[IListeningPort] = attrs.field(init=False, factory=list)
+    _rpc_factory: RPCFactory | None = attrs.field(init=False, default=None)
+    _registrar: ClusterRegistrar | None = attrs.field(init=False, default=None)
+    _heartbeat: LoopingCall | None = attrs.field(init=False, default=None)
+    _process_id: int | None = attrs.field(init=False, default=None)
+    _started: Deferred[None] | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        self.registry = ConnectionRegistry(self.reactor)
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        self._started = Deferred.fromCoroutine(self._start())
+        self._started.addErrback(self._failed_to_start)
+
+    def _failed_to_start(self, failure: Any) -> None:
+        log.failure("Region failed to start; stopping", failure)
+        self.reactor.stop()
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _start(self) -> None:
+        config = self.config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        secret, created = load_or_create_secret(config.secret_path)
+        if created:
+            log.info("Created the RPC shared secret at {path}; give a copy (mode 0600) to each cluster", path=str(config.secret_path))
+        else:
+            log.info("Using the RPC shared secret at {path}", path=str(config.secret_path))
+
+        dsn = config.database.dsn
+        if dsn is None:
+            self._postgres = EmbeddedPostgres(self.reactor, config.postgres_dir)
+            await self._postgres.start()
+            dsn = self._postgres.dsn
+            log.info("Embedded PostgreSQL running in {path}", path=str(config.postgres_dir))
+        self.db = db = await Database.connect(self.reactor, dsn, size=config.database.pool_size)
+        applied = await migrate(db)
+        if applied:
+            log.info("Applied migrations {versions}", versions=applied)
+
+        clusters = ClusterStore(db)
+        processes = RegionProcessStore(db)
+        hostname, pid = socket.gethostname(), os.getpid()
+
+        registrar_box: list[ClusterRegistrar] = []
+        self._rpc_factory = RPCFactory(
+            secret=secret,
+            role=REGION,
+            clock=self.reactor,
+            ident=f"{hostname}:{pid}",
+            locator_factory=lambda proto: RegionResponders(proto, registrar_box[0]),
+        )
+        rpc_port = await serverFromString(self.reactor, config.rpc.listen).listen(self._rpc_factory)
+        self._ports.append(rpc_port)
+        rpc_address = rpc_port.getHost()
+        rpc_host = advertised_host(config.rpc.advertise, rpc_address)
+        self._process_id = await processes.register(hostname, pid, rpc_host, rpc_address.port)
+        self._registrar = ClusterRegistrar(self.registry, clusters, processes, self._process_id)
+        registrar_box.append(self._registrar)
+
+        api = RegionAPI(self.reactor, db, clusters, processes, self.registry, self._process_id)
+        routes = api.routes()
+        routes.append(openapi_route(routes, __version__))
+        tokens = TokenStore(db)
+        resource = ApiResource(routes, tokens.verify)
+        site = Site(resource)
+        site.displayTracebacks = False
+        http_port = await serverFromString(self.reactor, config.http.listen).listen(site)
+        self._ports.append(http_port)
+        http_address = http_port.getHost()
+        self.api_url = f"http://{advertised_host(None, http_address)}:{http_address.port}/api/"
+
+        self._heartbeat = LoopingCall(self._beat, processes, clusters)
+        self._heartbeat.clock = self.reactor
+        self._heartbeat.start(HEARTBEAT_INTERVAL, now=False).addErrback(
+            lambda f: log.failure("Heartbeat stopped", f)
+        )
+        log.info(
+            "Region ready: API {api_url}, RPC {rpc_host}:{rpc_port} (process {process_id})",
+            api_url=self.api_url,
+            rpc_host=rpc_host,
+            rpc_port=rpc_address.port,
+            process_id=self._process_id,
+        )
+
+    async def _beat(self, processes: RegionProcessStore, clusters: ClusterStore) -> None:
+        try:
+            await processes.heartbeat(self._process_id)
+            await clusters.touch(self.registry.connected_uuids())
+        except Exception:
+            log.failure("Heartbeat failed; will try again")
+
+    async def _stop(self) -> None:
+        if self._started is not None and not self._started.called:
+            # Let a start in progress finish (or fail) before undoing it.
+            try:
+                await self._started
+            except Exception:
+                pass
+        if self._heartbeat is not None and self._heartbeat.running:
+            self._heartbeat.stop()
+        for port in reversed(self._ports):
+            await port.stopListening()
+        self._ports.clear()
+        for connection in self.registry.all_connections():
+            connection.transport.loseConnection()
+        if self._registrar is not None:
+            await self._registrar.settle()
+        if self.db is not None:
+            if self._process_id is not None:
+                try:
+                    await RegionProcessStore(self.db).unregister(self._process_id)
+                except Exception:
+                    log.failure("Could not unregister this region process")
+            await self.db.close()
+            self.db = None
+        if self._postgres is not None:
+            await self._postgres.stop()
+            self._postgres = None
+        log.info("Region stopped")
