@@ -2,24 +2,31 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+DEPS := $(VENV)/.deps
+INSTALLED := $(VENV)/.installed
+SOURCES := $(shell find rpc regiond clusterd outpost simulators twisted -name '*.py' 2>/dev/null)
+# Tests and `make run` use the source tree; the installed copy backs .venv/bin/outpost.
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: run test bench clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(DEPS): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet '.[test]'
 	touch $@
 
-run: $(STAMP)
+$(INSTALLED): $(DEPS) $(SOURCES)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --force-reinstall .
+	touch $@
+
+run: $(INSTALLED)
 	$(BIN)/python -m outpost.devrun
 
-test: $(STAMP)
+test: $(INSTALLED)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(INSTALLED)
 	$(BIN)/python bench/rpc.py
 
 clean:

@@ -113,6 +113,8 @@ class RPCProtocol(amp.AMP):
         self.call_timeout = call_timeout
         self.peer_authenticated = False
         self.connected = False
+        #: "host:port" of the other end, kept after the connection goes for logs.
+        self.peer_name = "?"
         self._handshake = _Handshake(self)
         self._auth_timer: Any = None
         self._auth_waiters: list[Deferred[RPCProtocol]] = []
@@ -126,6 +128,9 @@ class RPCProtocol(amp.AMP):
     def connectionMade(self) -> None:  # noqa: N802
         super().connectionMade()
         self.connected = True
+        peer = self.transport.getPeer()
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        self.peer_name = f"{host}:{port}" if host is not None else str(peer)
         self._auth_timer = self.clock.callLater(self.auth_timeout, self._auth_timed_out)
         challenge = os.urandom(CHALLENGE_BYTES)
         d = self.callRemote(Authenticate, challenge=challenge)
@@ -149,14 +154,6 @@ class RPCProtocol(amp.AMP):
         d: Deferred[None] = Deferred()
         self._close_waiters.append(d)
         return d
-
-    @property
-    def peer_name(self) -> str:
-        if self.transport is None:
-            return "?"
-        peer = self.transport.getPeer()
-        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
-        return f"{host}:{port}" if host is not None else str(peer)
 
     def _cancel_auth_timer(self) -> None:
         if self._auth_timer is not None and self._auth_timer.active():
