@@ -75,6 +75,8 @@ class RegionConnector(MultiService):
     capabilities: tuple[str, ...] = ()
     locator_factory: Callable[[RPCProtocol], amp.CommandLocator] | None = None
     http: Any = None  # a treq-like client; default: treq
+    #: Makes the endpoint for a region's (host, port); tests pass in-memory ones.
+    endpoint_factory: Callable[[Any, str, int], Any] = lambda reactor, host, port: HostnameEndpoint(reactor, host, port, timeout=10)
     rng: Callable[[], float] = random.random
     live: set[RPCProtocol] = attrs.field(init=False, factory=set)
     _services: dict[Endpoint, ClientService] = attrs.field(init=False, factory=dict)
@@ -168,7 +170,7 @@ class RegionConnector(MultiService):
         for endpoint in sorted(wanted - set(self._services)):
             log.info("Connecting to region {host}:{port}", host=endpoint[0], port=endpoint[1])
             service = ClientService(
-                HostnameEndpoint(self.reactor, endpoint[0], endpoint[1], timeout=10),
+                self.endpoint_factory(self.reactor, endpoint[0], endpoint[1]),
                 RPCFactory(
                     secret=self.secret,
                     role=CLUSTER,

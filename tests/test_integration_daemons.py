@@ -113,3 +113,53 @@ async def test_cluster_with_the_wrong_secret_never_registers() -> None:
         await impostor.stop()
         await region.stop()
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cluster_given_one_region_connects_to_every_region_process() -> None:
+    from regiond.db import EmbeddedPostgres
+
+    base = state_dir()
+    first = make_region(base)
+    second_dir = base / "second"
+    second_dir.mkdir()
+    second_dir.chmod(0o755)
+    dsn = EmbeddedPostgres(None, base / "region" / "postgres").dsn
+    second = make_region(second_dir, database={"dsn": dsn}, secret_file=str(base / "region" / "secret"))
+    cluster = make_cluster(base, "site-multi", first)  # told only of the first
+    try:
+        first.start()
+        await first.wait_healthy()
+        second.start()
+        await second.wait_healthy()
+        token = await first.make_token("read")
+
+        async def endpoints() -> bool:
+            code, body = await api_get(second, "/api/v1/rpc-endpoints", token)
+            return len(body["endpoints"]) == 2
+
+        await eventually(endpoints, 10, "both region processes to be listed")
+        cluster.start()
+
+        async def connected_to_both() -> bool:
+            found = await clusters_by_name(first, token)
+            return found.get("site-multi", {}).get("connections") == 2
+
+        await eventually(connected_to_both, 30, "the cluster to connect to both region processes")
+        # Either process answers for the cluster.
+        code, body = await api_get(second, "/api/v1/clusters?connected=true", token)
+        assert body["total"] == 1 and body["items"][0]["connections"] == 2
+
+        # One region process goes: the cluster keeps its other connection.
+        assert await second.stop() == 0
+
+        async def one_left() -> bool:
+            found = await clusters_by_name(first, token)
+            return found["site-multi"]["connections"] == 1
+
+        await eventually(one_left, 15, "the cluster to show one connection")
+    finally:
+        await cluster.stop()
+        await second.stop()
+        await first.stop()
+    shutil.rmtree(base, ignore_errors=True)
