@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
@@ -168,8 +168,13 @@ class RegionService(Service):
         for port in reversed(self._ports):
             await port.stopListening()
         self._ports.clear()
+        closing = []
         for connection in self.registry.all_connections():
+            closing.append(connection.when_closed())
             connection.transport.loseConnection()
+        # Disconnections are recorded from connectionLost, which comes a
+        # reactor turn later: wait for every one before closing the database.
+        await DeferredList(closing)
         if self._registrar is not None:
             await self._registrar.settle()
         if self.db is not None:

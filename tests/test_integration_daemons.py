@@ -85,6 +85,7 @@ async def test_clusters_connect_disconnect_fail_fast_and_survive_a_region_restar
     for log in (logs, one.log_text(), two.log_text()):
         assert secret not in log
         assert token not in log
+        assert "Traceback" not in log and "Unhandled" not in log
     shutil.rmtree(base, ignore_errors=True)  # kept for reading when a test fails
 
 
