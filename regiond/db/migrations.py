@@ -1,0 +1,177 @@
+"""
+The region's schema, as an ordered list of migrations applied at start.
+
+Several region processes may start at once against one database, so each
+migration runs in its own transaction that first takes a transaction-level
+advisory lock and then re-checks whether another process applied it in the
+meantime. The version table records what has been applied; a migration, once
+released, is never edited: change the schema by appending a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from twisted.logger import Logger
+
+from regiond.db.pool import Database, Transaction
+from regiond.errors import MigrationError
+
+__all__ = [
+    "MIGRATIONS",
+    "MIGRATION_LOCK_KEY",
+    "Migration",
+    "applied_versions",
+    "migrate",
+]
+
+_log = Logger()
+
+#: The advisory lock every region process takes to migrate ("outpost" in
+#: ASCII). Advisory locks are per database, so it only needs to be constant.
+MIGRATION_LOCK_KEY = 0x6F7574706F7374
+
+
+class Migration(NamedTuple):
+    version: int
+    name: str
+    sql: str
+
+
+_INITIAL = """
+CREATE TABLE clusters (
+    uuid uuid PRIMARY KEY,
+    name text NOT NULL,
+    version text NOT NULL DEFAULT '',
+    capabilities jsonb NOT NULL DEFAULT '[]',
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    last_seen timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE region_processes (
+    id bigserial PRIMARY KEY,
+    hostname text NOT NULL,
+    pid integer NOT NULL,
+    rpc_host text NOT NULL,
+    rpc_port integer NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    last_seen timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE rpc_connections (
+    id bigserial PRIMARY KEY,
+    region_process_id bigint NOT NULL
+        REFERENCES region_processes (id) ON DELETE CASCADE,
+    cluster_uuid uuid NOT NULL REFERENCES clusters (uuid) ON DELETE CASCADE,
+    peer text NOT NULL,
+    connected_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX rpc_connections_cluster_uuid_idx ON rpc_connections (cluster_uuid);
+
+CREATE TABLE api_tokens (
+    id bigserial PRIMARY KEY,
+    name text NOT NULL DEFAULT '',
+    role text NOT NULL CHECK (role IN ('admin', 'read')),
+    token_hash text NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    last_used_at timestamptz,
+    revoked_at timestamptz
+);
+
+CREATE TABLE events (
+    id bigserial PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    type text NOT NULL,
+    actor text NOT NULL DEFAULT '',
+    cluster_uuid uuid,
+    subject text NOT NULL DEFAULT '',
+    outcome text NOT NULL DEFAULT '',
+    data jsonb NOT NULL DEFAULT '{}'
+);
+CREATE INDEX events_cluster_uuid_id_idx ON events (cluster_uuid, id);
+"""
+
+#: In version order. Append only.
+MIGRATIONS: list[Migration] = [
+    Migration(1, "initial", _INITIAL),
+]
+
+_CREATE_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+async def migrate(
+    db: Database, migrations: Sequence[Migration] = MIGRATIONS
+) -> list[int]:
+    """
+    Apply the migrations the database lacks; return their versions, in order.
+
+    Safe to run from several processes at once: each migration is applied by
+    exactly one of them, and every call returns once all are applied.
+    """
+    versions = [m.version for m in migrations]
+    if versions != sorted(set(versions)):
+        raise MigrationError(
+            f"migration versions are not strictly increasing: {versions}"
+        )
+
+    # Usually everything is applied already: find out without the lock.
+    known = await applied_versions(db)
+    applied = []
+    for migration in migrations:
+        if migration.version in known:
+            continue
+        try:
+            done = await db.transaction(lambda tx: _apply(tx, migration))
+        except Exception as e:
+            raise MigrationError.from_migration(
+                migration.version, migration.name, e
+            ) from e
+        if done:
+            _log.info(
+                "Applied schema migration {version} ({name})",
+                version=migration.version,
+                name=migration.name,
+            )
+            applied.append(migration.version)
+    return applied
+
+
+async def applied_versions(db: Database) -> set[int]:
+    """The versions recorded as applied (none in a database never migrated)."""
+    row = await db.fetchone(
+        "SELECT to_regclass('schema_migrations') IS NOT NULL AS present"
+    )
+    if row is None or not row["present"]:
+        return set()
+    return {
+        r["version"] for r in await db.fetch("SELECT version FROM schema_migrations")
+    }
+
+
+async def _apply(tx: Transaction, migration: Migration) -> bool:
+    """Apply one migration unless another process has; say whether we did."""
+    # READ COMMITTED (whatever the database default): each statement must see
+    # what a process that held the lock before us committed. Under REPEATABLE
+    # READ the snapshot would predate the wait for the lock.
+    await tx.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    # Held until this transaction ends, so the check, the schema change and
+    # the record are one step for every other migrating process.
+    await tx.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+    await tx.execute(_CREATE_VERSION_TABLE)
+    if await tx.fetchone(
+        "SELECT 1 FROM schema_migrations WHERE version = %s", (migration.version,)
+    ):
+        return False
+    await tx.execute(migration.sql)
+    await tx.execute(
+        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+        (migration.version, migration.name),
+    )
+    return True

@@ -1,0 +1,304 @@
+"""
+The region's connection to PostgreSQL: a small async API over txpostgres.
+
+Rows come back as dicts keyed by column name, so callers do not depend on
+column order. Every statement takes ``%s`` placeholders and a parameter
+tuple; SQL is never built by string formatting. Query errors are psycopg2's
+own (``psycopg2.errors.UniqueViolation`` and so on), so callers can catch the
+one they handle.
+
+Type mapping is psycopg2's default: ``uuid`` columns come back as ``str``,
+``json``/``jsonb`` as Python objects, ``timestamptz`` as aware datetimes. To
+pass a dict or list into a ``jsonb`` parameter, wrap it in ``Json(...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from typing import Any, TypeVar
+
+import attrs
+import psycopg2
+from psycopg2.extensions import Notify, make_dsn, parse_dsn
+from psycopg2.sql import SQL, Composable, Identifier
+from twisted.internet.defer import Deferred, DeferredLock, FirstError
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime
+from twisted.internet.task import Cooperator
+from twisted.logger import Logger
+from txpostgres.txpostgres import Connection, ConnectionPool, Cursor
+
+from regiond.errors import DatabaseConnectError
+
+__all__ = [
+    "Database",
+    "IDatabaseReactor",
+    "NotifyCallback",
+    "Params",
+    "Query",
+    "Row",
+    "Transaction",
+]
+
+_log = Logger()
+
+Row = dict[str, Any]
+#: SQL text with %s placeholders, or a psycopg2.sql composition (for identifiers).
+Query = str | Composable
+Params = Sequence[Any]
+#: Called with (channel, payload) for each NOTIFY on a channel listened to.
+NotifyCallback = Callable[[str, str], object]
+_T = TypeVar("_T")
+
+
+class IDatabaseReactor(IReactorFDSet, IReactorTime):
+    """
+    What Database needs of a reactor: txpostgres watches the libpq sockets
+    (IReactorFDSet) and schedules its callbacks (IReactorTime).
+    """
+
+
+def _params(params: Params) -> Params | None:
+    # psycopg2 applies %-formatting whenever params is not None, so an empty
+    # tuple would make a literal '%' in parameterless SQL an IndexError.
+    # Without parameters the text is therefore sent exactly as written.
+    return params if params else None
+
+
+def _redacted(dsn: str) -> str:
+    """The DSN, fit for an error message or a log: no password."""
+    try:
+        parts = parse_dsn(dsn)
+    except psycopg2.ProgrammingError:
+        return "an unparseable DSN"
+    if "password" in parts:
+        parts["password"] = "***"
+    return str(make_dsn(**parts))
+
+
+def _rows(cursor: Cursor) -> list[Row]:
+    if cursor.description is None:
+        return []
+    names = [column.name for column in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+class _Pool(ConnectionPool):  # type: ignore[misc]
+    """
+    txpostgres's pool, with an injected reactor and cooperator instead of the
+    global ones, and one extra operation: run a function on a pooled
+    connection's cursor outside any transaction. (The pool's own runQuery
+    and runOperation return neither column names nor row counts.)
+    """
+
+    def __init__(
+        self, reactor: IDatabaseReactor, cooperator: Cooperator, dsn: str, size: int
+    ) -> None:
+        # ConnectionPool reads these in __init__ to build its connections.
+        self.reactor = reactor
+        self.cooperator = cooperator
+        super().__init__(None, dsn, min=size)
+        # `connections` holds only the idle ones; closing must reach all.
+        self._every_connection = frozenset(self.connections)
+
+    def run_with_cursor(self, fn: Callable[[Cursor], Awaitable[_T]]) -> Deferred[_T]:
+        return self._semaphore.run(self._run_with_cursor, fn)  # type: ignore[no-any-return]
+
+    def _run_with_cursor(self, fn: Callable[[Cursor], Awaitable[_T]]) -> Deferred[_T]:
+        # As ConnectionPool._runQuery: the semaphore guarantees a free
+        # connection; the connection's own lock keeps queries one at a time.
+        connection = self.connections.pop()
+
+        async def use() -> _T:
+            cursor = connection.cursor()
+            try:
+                return await fn(cursor)
+            finally:
+                with suppress(psycopg2.Error):  # the connection may be gone
+                    cursor.close()
+
+        d = connection.lock.run(lambda: Deferred.fromCoroutine(use()))
+        return d.addBoth(self._putBackAndPassthrough, connection)  # type: ignore[no-any-return]
+
+    def close_all(self) -> None:
+        """Close every connection, including ones that never connected."""
+        for connection in self._every_connection:
+            if connection._connection is not None:
+                connection.close()
+
+
+@attrs.define
+class Transaction:
+    """
+    What a ``Database.transaction`` function is given: the query methods of
+    ``Database``, all run on one connection inside one transaction.
+    """
+
+    _cursor: Cursor
+
+    async def execute(self, sql: Query, params: Params = ()) -> int:
+        """Run a statement; return its row count."""
+        await self._cursor.execute(sql, _params(params))
+        return int(self._cursor.rowcount)
+
+    async def fetch(self, sql: Query, params: Params = ()) -> list[Row]:
+        """Run a query; return all its rows."""
+        await self._cursor.execute(sql, _params(params))
+        return _rows(self._cursor)
+
+    async def fetchone(self, sql: Query, params: Params = ()) -> Row | None:
+        """Run a query; return its first row, or None if it has none."""
+        rows = await self.fetch(sql, params)
+        return rows[0] if rows else None
+
+
+@attrs.define
+class Database:
+    """
+    A pool of connections to one database, plus one more for LISTEN.
+
+    Notifications need a connection of their own: LISTEN is per session, and
+    a pooled connection is shared by whoever runs the next query.
+    """
+
+    reactor: IDatabaseReactor
+    dsn: str = attrs.field(repr=False)  # it may hold a password
+    _pool: _Pool
+    _cooperator: Cooperator
+    _listener: Connection | None = attrs.field(default=None, init=False)
+    _listener_lock: DeferredLock = attrs.field(factory=DeferredLock, init=False)
+    _callbacks: dict[str, list[NotifyCallback]] = attrs.field(factory=dict, init=False)
+    _closed: bool = attrs.field(default=False, init=False)
+
+    @classmethod
+    async def connect(
+        cls, reactor: IDatabaseReactor, dsn: str, size: int = 4
+    ) -> Database:
+        """Open ``size`` connections to ``dsn``; raise DatabaseConnectError."""
+        # txpostgres hands NOTIFYs to observers through a Cooperator; its
+        # default is the global one, which runs on the global reactor.
+        cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
+        pool = _Pool(reactor, cooperator, dsn, size)
+        try:
+            await pool.start()
+        except FirstError as e:
+            pool.close_all()
+            cooperator.stop()
+            cause = e.subFailure.value
+            raise DatabaseConnectError(
+                f"could not connect to PostgreSQL ({_redacted(dsn)}): {cause}".strip()
+            ) from cause
+        return cls(reactor, dsn, pool, cooperator)
+
+    async def fetch(self, sql: Query, params: Params = ()) -> list[Row]:
+        """Run a query outside any transaction; return all its rows."""
+
+        async def run(cursor: Cursor) -> list[Row]:
+            await cursor.execute(sql, _params(params))
+            return _rows(cursor)
+
+        return await self._pool.run_with_cursor(run)
+
+    async def fetchone(self, sql: Query, params: Params = ()) -> Row | None:
+        """Run a query; return its first row, or None if it has none."""
+        rows = await self.fetch(sql, params)
+        return rows[0] if rows else None
+
+    async def execute(self, sql: Query, params: Params = ()) -> int:
+        """Run one statement in its own transaction; return its row count."""
+
+        async def run(cursor: Cursor) -> int:
+            await cursor.execute(sql, _params(params))
+            return int(cursor.rowcount)
+
+        return await self._pool.run_with_cursor(run)
+
+    async def transaction(self, fn: Callable[[Transaction], Awaitable[_T]]) -> _T:
+        """
+        Run ``fn`` inside one transaction and return what it returns.
+
+        It commits when ``fn`` returns, and rolls back when ``fn`` raises (the
+        exception then propagates unchanged). ``fn`` must not run anything on
+        this Database itself: that would need a second pooled connection and
+        could deadlock a full pool.
+        """
+
+        def interaction(cursor: Cursor) -> Deferred[_T]:
+            return Deferred.fromCoroutine(_call(fn, Transaction(cursor)))
+
+        return await self._pool.runInteraction(interaction)  # type: ignore[no-any-return]
+
+    async def notify(self, channel: str, payload: str = "") -> None:
+        """Send a NOTIFY (through the pool; listeners get it on commit)."""
+        await self.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+    async def listen(self, channel: str, callback: NotifyCallback) -> None:
+        """
+        Call ``callback(channel, payload)`` for every NOTIFY on ``channel``.
+
+        When this returns, the LISTEN is in effect: a NOTIFY committed after
+        that is delivered. A callback's exceptions are logged, not raised.
+        """
+        listener = await self._listener_lock.run(
+            lambda: Deferred.fromCoroutine(self._listener_connection())
+        )
+        self._callbacks.setdefault(channel, []).append(callback)
+        try:
+            # LISTEN is idempotent, and issuing it every time means a caller
+            # never returns before its LISTEN has really been run.
+            await listener.runOperation(SQL("LISTEN {}").format(Identifier(channel)))
+        except BaseException:
+            await self.unlisten(channel, callback)
+            raise
+
+    async def unlisten(self, channel: str, callback: NotifyCallback) -> None:
+        """Stop calling ``callback`` for ``channel``; UNLISTEN if it was the last."""
+        callbacks = self._callbacks.get(channel, [])
+        if callback in callbacks:
+            callbacks.remove(callback)
+        if callbacks or self._listener is None:
+            return
+        self._callbacks.pop(channel, None)
+        await self._listener.runOperation(
+            SQL("UNLISTEN {}").format(Identifier(channel))
+        )
+
+    async def close(self) -> None:
+        """Close every connection; queries still running fail. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        self._callbacks.clear()
+        self._pool.close_all()
+        self._cooperator.stop()
+
+    async def _listener_connection(self) -> Connection:
+        if self._listener is None:
+            connection = Connection(self.reactor, self._cooperator)
+            try:
+                await connection.connect(self.dsn)
+            except Exception as e:
+                raise DatabaseConnectError(
+                    f"could not open the LISTEN connection ({_redacted(self.dsn)}): {e}"
+                ) from e
+            connection.addNotifyObserver(self._dispatch)
+            self._listener = connection
+        return self._listener
+
+    def _dispatch(self, notify: Notify) -> None:
+        for callback in list(self._callbacks.get(notify.channel, ())):
+            try:
+                callback(notify.channel, notify.payload)
+            except Exception:
+                _log.failure(
+                    "NOTIFY callback {callback!r} for {channel!r} failed",
+                    callback=callback,
+                    channel=notify.channel,
+                )
+
+
+async def _call(fn: Callable[[Transaction], Awaitable[_T]], tx: Transaction) -> _T:
+    return await fn(tx)

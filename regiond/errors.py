@@ -1,0 +1,43 @@
+"""
+Errors raised by the region daemon.
+
+Every error regiond raises on purpose derives from `RegionError`, so a caller
+at a boundary (the service tree, the HTTP API, the admin command) can tell a
+known failure from a bug with one ``except``.
+"""
+
+from __future__ import annotations
+
+
+class RegionError(Exception):
+    """The root of every error regiond raises on purpose."""
+
+
+class EmbeddedPostgresError(RegionError):
+    """
+    The embedded PostgreSQL server could not be set up, started or stopped.
+
+    The message says what failed and, for a failed start, ends with the tail of
+    ``postgres.log``, because that is where PostgreSQL says why.
+    """
+
+
+class DatabaseConnectError(RegionError):
+    """
+    No connection could be opened to the region database.
+
+    Raised once, at connect time; the underlying psycopg2 error is the
+    ``__cause__``. Errors from individual queries are not wrapped: callers
+    catch the specific ``psycopg2.errors`` class they can handle (a unique
+    violation, say) and let the rest propagate.
+    """
+
+
+class MigrationError(RegionError):
+    """A schema migration failed; the message names its version and name."""
+
+    @classmethod
+    def from_migration(
+        cls, version: int, name: str, cause: BaseException
+    ) -> MigrationError:
+        return cls(f"migration {version} ({name}) failed: {cause}")
