@@ -284,9 +284,26 @@ class RPCProtocol(amp.AMP):
         except Exception as e:  # arguments that do not serialise
             name = command.commandName.decode("ascii")
             return fail(errors.InvalidArgument(f"{name}: cannot send arguments: {e}"))
-        outer: Deferred = Deferred()
+        # The timeout is one DelayedCall of our own rather than
+        # Deferred.addTimeout, which costs two extra callbacks, three closures
+        # and a cancel-then-convert round per call (bench/rpc.py: about half
+        # of this method's overhead over bare callRemote with 100 in flight).
+        # Same behaviour: the timer goes when the call is answered or
+        # cancelled, and firing it fails the call with CallTimedOut.
+        timer: Any = None
+
+        def stop_timer(_: Any = None) -> None:
+            if timer is not None and timer.active():
+                timer.cancel()
+
+        def expire() -> None:
+            if not outer.called:
+                outer.errback(Failure(errors.CallTimedOut(command.commandName.decode("ascii"), timeout)))
+
+        outer: Deferred = Deferred(stop_timer)
 
         def relay(result: Any) -> None:
+            stop_timer()
             # Late answers to abandoned (timed out or cancelled) calls are dropped.
             if not outer.called:
                 if isinstance(result, Failure):
@@ -295,13 +312,8 @@ class RPCProtocol(amp.AMP):
                     outer.callback(result)
 
         inner.addBoth(relay)
-        if timeout > 0:
-            name = command.commandName.decode("ascii")
-            outer.addTimeout(
-                timeout,
-                self.clock,
-                onTimeoutCancel=lambda result, t: Failure(errors.CallTimedOut(name, t)),
-            )
+        if timeout > 0 and not outer.called:
+            timer = self.clock.callLater(timeout, expire)
         return outer
 
 
