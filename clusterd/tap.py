@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import crochet
@@ -14,7 +13,7 @@ from clusterd.connector import RegionConnector
 from clusterd.responders import ClusterResponders
 from clusterd.state import load_or_create_uuid
 from outpost import __version__
-from outpost.config import ConfigError
+from outpost.config import ConfigError, read_config_file
 from outpost.secret import SecretError, load_secret
 
 CAPABILITIES = ("rpc/1",)
@@ -39,13 +38,6 @@ class Options(usage.Options):
         self["regions"].append(url)
 
     def postOptions(self) -> None:  # noqa: N802
-        path = self["config"]
-        text = ""
-        if path is not None:
-            try:
-                text = Path(path).read_text()
-            except OSError as e:
-                raise usage.UsageError(f"cannot read config {path}: {e.strerror}") from None
         overrides: dict[str, Any] = {
             "regions": self["regions"] or None,
             "secret_file": self["secret-file"],
@@ -53,9 +45,9 @@ class Options(usage.Options):
             "state_dir": self["state-dir"],
         }
         try:
-            config = load_config(text, overrides)
+            config = load_config(read_config_file(self["config"]), overrides)
         except ConfigError as e:
-            raise usage.UsageError(f"{path or 'options'}: {e}") from None
+            raise usage.UsageError(f"{self['config'] or 'options'}: {e}") from None
         try:
             self["secret"] = load_secret(config.secret_path)
             self["uuid"] = load_or_create_uuid(config.state_dir)

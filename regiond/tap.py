@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import crochet
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from outpost.config import ConfigError
+from outpost.config import ConfigError, read_config_file
 from regiond.config import load_config
 from regiond.service import RegionService
 
@@ -19,17 +17,10 @@ class Options(usage.Options):
     optParameters = [["config", "c", None, "YAML configuration file (default: built-in defaults)"]]
 
     def postOptions(self) -> None:  # noqa: N802
-        path = self["config"]
-        text = ""
-        if path is not None:
-            try:
-                text = Path(path).read_text()
-            except OSError as e:
-                raise usage.UsageError(f"cannot read config {path}: {e.strerror}") from None
         try:
-            self["parsed"] = load_config(text)
+            self["parsed"] = load_config(read_config_file(self["config"]))
         except ConfigError as e:
-            raise usage.UsageError(f"{path or 'defaults'}: {e}") from None
+            raise usage.UsageError(f"{self['config'] or 'defaults'}: {e}") from None
 
 
 def makeService(options: Options) -> IService:  # noqa: N802

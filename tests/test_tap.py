@@ -1,0 +1,67 @@
+"""The twistd plugins' options: bad configuration is a usage error listing every problem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from twisted.python.usage import UsageError
+
+from clusterd import tap as cluster_tap
+from outpost.secret import write_secret
+from regiond import tap as region_tap
+from tests.daemons import env
+
+
+def test_region_options_report_every_config_problem(tmp_path: Path) -> None:
+    config = tmp_path / "region.yaml"
+    config.write_text("rpc: {listen: nonsense}\nhttp: {listen: 'tcp:notaport'}\ncolour: blue\n")
+    with pytest.raises(UsageError) as info:
+        region_tap.Options().parseOptions(["--config", str(config)])
+    message = str(info.value)
+    assert "rpc.listen" in message and "http.listen" in message and "colour: unknown key" in message
+
+
+def test_region_options_without_a_config_use_the_defaults() -> None:
+    options = region_tap.Options()
+    options.parseOptions([])
+    assert options["parsed"].rpc.listen == "tcp:5250:interface=127.0.0.1"
+    assert options["parsed"].http.listen == "tcp:5240:interface=127.0.0.1"
+
+
+def test_cluster_flags_override_the_file_and_make_a_lasting_uuid(tmp_path: Path) -> None:
+    config = tmp_path / "cluster.yaml"
+    config.write_text("regions: ['http://file:5240/']\nname: from-file\n")
+    write_secret(tmp_path / "secret", b"s" * 32)
+    argv = ["--config", str(config), "--name", "from-flag", "--state-dir", str(tmp_path / "state"), "--secret-file", str(tmp_path / "secret")]
+    first = cluster_tap.Options()
+    first.parseOptions(argv)
+    assert first["parsed"].name == "from-flag"
+    assert first["parsed"].regions == ("http://file:5240/",)
+    second = cluster_tap.Options()
+    second.parseOptions([*argv, "--region", "http://a:1/", "--region", "http://b:2/"])
+    assert second["parsed"].regions == ("http://a:1/", "http://b:2/")
+    assert first["uuid"] == second["uuid"]
+
+
+def test_cluster_without_a_secret_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="does not exist"):
+        cluster_tap.Options().parseOptions(["--region", "http://r:5240/", "--state-dir", str(tmp_path)])
+
+
+def test_cluster_without_regions_is_a_usage_error(tmp_path: Path) -> None:
+    write_secret(tmp_path / "secret", b"s" * 32)
+    with pytest.raises(UsageError, match="regions: required"):
+        cluster_tap.Options().parseOptions(["--state-dir", str(tmp_path)])
+
+
+def test_twistd_prints_the_problems_without_a_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "region.yaml"
+    config.write_text("database: {pool_size: -1}\n")
+    twistd = str(Path(sys.executable).parent / "twistd")
+    result = subprocess.run([twistd, "-n", "regiond", "--config", str(config)], env=env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "database.pool_size" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
