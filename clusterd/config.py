@@ -24,7 +24,7 @@ from outpost.config import ConfigError, Field, http_url, list_of, load_section, 
 __all__ = ["ClusterConfig", "load_config", "ConfigError"]
 
 DEFAULT_STATE_DIR = "/var/lib/outpost/cluster"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 def default_name() -> str:
@@ -33,7 +33,7 @@ def default_name() -> str:
 
 def cluster_name(value: Any) -> str:
     string(value)
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise ValueError(f"must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit, not {value!r}")
     return value
 

@@ -26,6 +26,7 @@ __all__ = [
     "string",
     "boolean",
     "positive_int",
+    "int_between",
     "positive_float",
     "server_endpoint",
     "read_config_file",
@@ -57,6 +58,11 @@ def parse_yaml(text: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
+        raise ConfigError([f"not valid YAML: {e}"]) from None
+    except RecursionError:
+        raise ConfigError(["not valid YAML: nested too deeply"]) from None
+    except (ValueError, TypeError, OverflowError) as e:
+        # PyYAML's constructors raise these for values such as 2001-13-40 or !!int 0b2.
         raise ConfigError([f"not valid YAML: {e}"]) from None
     if data is None:
         return {}
@@ -129,6 +135,15 @@ def positive_int(value: Any) -> int:
     return value
 
 
+def int_between(low: int, high: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"must be a whole number from {low} to {high}, not {value!r}")
+        return value
+
+    return convert
+
+
 def positive_float(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"must be a number above 0, not {value!r}")
@@ -171,12 +186,14 @@ def list_of(convert: Callable[[Any], Any], min_items: int = 0) -> Callable[[Any]
             raise ValueError(f"must be a list, not {value!r}")
         if len(value) < min_items:
             raise ValueError(f"needs at least {min_items} item(s)")
-        out = []
+        out, bad = [], []
         for index, item in enumerate(value):
             try:
                 out.append(convert(item))
             except ValueError as e:
-                raise ValueError(f"item {index}: {e}") from None
+                bad.append(f"item {index}: {e}")
+        if bad:
+            raise ValueError("; ".join(bad))
         return out
 
     return convert_list

@@ -28,7 +28,7 @@ from outpost.config import (
     load_section,
     optional,
     parse_yaml,
-    positive_int,
+    int_between,
     server_endpoint,
     string,
 )
@@ -99,7 +99,7 @@ def load_config(text: str) -> RegionConfig:
     database = load_section(
         top["database"],
         "database",
-        [Field("dsn", optional(string), None), Field("pool_size", positive_int, 8)],
+        [Field("dsn", optional(string), None), Field("pool_size", int_between(1, 100), 8)],
         problems,
     )
     rpc = load_section(

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import socket
+from urllib.parse import unquote
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import attrs
@@ -61,9 +62,15 @@ class ApiRequest:
         if content_type not in ("application/json", ""):
             raise errors.UnsupportedMediaType(f"send JSON (application/json), not {content_type}")
         try:
-            return json.loads(self.raw_body)
+            value = json.loads(self.raw_body)
         except (ValueError, UnicodeDecodeError) as e:
             raise errors.BadRequest(f"body is not valid JSON: {e}") from None
+        except RecursionError:
+            raise errors.BadRequest("body is nested too deeply") from None
+        if b"\\u0000" in self.raw_body:
+            # PostgreSQL text cannot hold NUL; refuse it at the door.
+            raise errors.BadRequest("JSON strings must not contain NUL (\\u0000)")
+        return value
 
     def arg(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -100,6 +107,7 @@ class Route:
 
     def all_responses(self) -> dict[int, str]:
         out = dict(self.responses)
+        out.setdefault(413, f"Request body larger than {MAX_BODY} bytes")
         if self.role is not None:
             out.setdefault(401, "Missing or unknown bearer token")
             if self.role == ADMIN:
@@ -132,7 +140,7 @@ class ApiResource(Resource):
             m = route.pattern.match(path)
             if m:
                 if route.method == method:
-                    return route, m.groupdict(), []
+                    return route, {k: unquote(v) for k, v in m.groupdict().items()}, []
                 allowed.append(route.method)
         return None, {}, allowed
 
@@ -153,11 +161,13 @@ class ApiResource(Resource):
             token = await self._check_auth(route, request)
             body = request.content.read(MAX_BODY + 1) if request.content is not None else b""
             if len(body) > MAX_BODY:
-                raise errors.BadRequest(f"body larger than {MAX_BODY} bytes")
+                raise errors.PayloadTooLarge(f"body larger than {MAX_BODY} bytes")
             query = {
                 k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
                 for k, vs in (request.args or {}).items()
             }
+            if any("\x00" in k or any("\x00" in v for v in vs) for k, vs in query.items()):
+                raise errors.BadRequest("query parameters must not contain NUL")
             api_request = ApiRequest(
                 method=method,
                 path=path,
@@ -182,7 +192,7 @@ class ApiResource(Resource):
                 500,
             )
         if self._observer is not None:
-            self._observer(route, method, response.status)
+            self._observer(route, route.method if route is not None else method, response.status)
         if finished[0]:
             return
         request.setResponseCode(response.status)

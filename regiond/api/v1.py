@@ -33,6 +33,8 @@ PING_TIMEOUT = 10.0
 #: Seconds a client should wait before retrying when a cluster is not connected.
 RETRY_AFTER = "5"
 MAX_PAGE_SIZE = 1000
+#: Far beyond any real listing; keeps OFFSET well inside PostgreSQL's bigint.
+MAX_PAGE = 1_000_000
 
 
 def _uuid(value: str) -> str:
@@ -44,8 +46,8 @@ def _uuid(value: str) -> str:
 
 def _page_number(value: str) -> int:
     n = int(value)
-    if n < 1:
-        raise ValueError("must be 1 or more")
+    if not 1 <= n <= MAX_PAGE:
+        raise ValueError(f"must be between 1 and {MAX_PAGE}")
     return n
 
 
@@ -124,6 +126,9 @@ class RegionAPI:
         body = request.json()
         if not isinstance(body, dict):
             raise errors.BadRequest("body must be a JSON object")
+        unknown = sorted(set(body) - {"timeout"})
+        if unknown:
+            raise errors.BadRequest("unknown fields", details={k: "unknown field" for k in unknown})
         timeout = body.get("timeout", PING_TIMEOUT)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 120:
             raise errors.BadRequest("invalid timeout", details={"timeout": "must be a number of seconds in (0, 120]"})
@@ -140,7 +145,7 @@ class RegionAPI:
 
     def routes(self) -> list[Route]:
         page_params = [
-            {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+            {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1}},
             {"name": "page_size", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 100}},
         ]
         return [

@@ -21,21 +21,21 @@ __all__ = ["ClusterRegistrar"]
 
 log = Logger()
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_CAPABILITY = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_CAPABILITY = re.compile(r"[a-z0-9][a-z0-9._/-]{0,63}")
 
 
 def check_registration(name: str, version: str, capabilities: Any) -> list[str]:
     """Every reason this registration is not acceptable (empty: it is)."""
     problems = []
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         problems.append("name must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
     if len(version) > 64:
         problems.append("version must be at most 64 characters")
     if (
         not isinstance(capabilities, list)
         or len(capabilities) > 100
-        or not all(isinstance(c, str) and _CAPABILITY.match(c) for c in capabilities)
+        or not all(isinstance(c, str) and _CAPABILITY.fullmatch(c) for c in capabilities)
     ):
         problems.append("capabilities must be a list of at most 100 short lowercase names")
     return problems

@@ -1,0 +1,203 @@
+"""/api/openapi.json: served open, describes exactly the route table, and declares what is served."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from regiond.api.openapi import openapi_document
+from tests.regionstack import RegionStack, eventually, region_stack  # noqa: F401
+
+C1 = "9d2f1c4e-3b5a-4c6d-8e7f-0a1b2c3d4e5f"
+GONE = "1c0ffee0-0000-4000-8000-000000000002"
+
+#: Every operation the region's API serves today: (METHOD, template).
+EXPECTED_OPERATIONS = {
+    ("GET", "/api/v1/health"),
+    ("GET", "/api/v1/rpc-endpoints"),
+    ("GET", "/api/v1/clusters"),
+    ("GET", "/api/v1/clusters/{uuid}"),
+    ("POST", "/api/v1/clusters/{uuid}/ping"),
+    ("GET", "/api/openapi.json"),
+}
+
+_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+def operations(document: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (method.upper(), template)
+        for template, item in document["paths"].items()
+        for method in item
+        if method in _HTTP_METHODS
+    }
+
+
+def refs(node: Any) -> list[str]:
+    """Every ``$ref`` anywhere under `node`."""
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [r for value in node.values() for r in refs(value)]
+    if isinstance(node, list):
+        return [r for value in node for r in refs(value)]
+    return []
+
+
+def resolve(document: dict[str, Any], ref: str) -> Any:
+    assert ref.startswith("#/"), ref
+    node: Any = document
+    for part in ref[2:].split("/"):
+        node = node[part]
+    return node
+
+
+async def fetch_document(stack: RegionStack) -> dict[str, Any]:
+    result = await stack.request("GET", "/api/openapi.json")
+    assert result.status == 200, result.raw
+    assert result.headers["content-type"] == "application/json"
+    return result.json()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_document_is_served_without_a_token_and_is_openapi_3(region_stack: RegionStack) -> None:
+    document = await fetch_document(region_stack)
+    assert document["openapi"].startswith("3.")
+    assert document["info"]["title"] and document["info"]["version"]
+    assert document["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
+    # Every reference resolves inside the document.
+    for ref in refs(document):
+        assert isinstance(resolve(document, ref), dict), ref
+    for template, item in document["paths"].items():
+        assert template.startswith("/api/")
+        for method, operation in item.items():
+            assert operation["responses"], (method, template)
+            for status in operation["responses"]:
+                assert 100 <= int(status) <= 599
+            declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+            in_template = {part[1:-1] for part in template.split("/") if part.startswith("{")}
+            assert declared == in_template, (method, template)
+    # Served as the route table generates it (what the lead's RegionService serves too).
+    assert document == openapi_document(region_stack.routes, document["info"]["version"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_document_lists_every_route_of_the_table_and_nothing_else(region_stack: RegionStack) -> None:
+    document = await fetch_document(region_stack)
+    table = {(route.method, route.template) for route in region_stack.routes}
+    assert operations(document) == table == EXPECTED_OPERATIONS
+    operation_ids = [op["operationId"] for item in document["paths"].values() for op in item.values()]
+    assert len(operation_ids) == len(set(operation_ids))
+
+
+@pytest_twisted.ensureDeferred
+async def test_declared_security_matches_what_is_enforced(region_stack: RegionStack) -> None:
+    """An operation with ``security`` refuses a request without a token (401); one without it does not."""
+    document = await fetch_document(region_stack)
+    for method, template in operations(document):
+        operation = document["paths"][template][method.lower()]
+        path = template.replace("{uuid}", C1)
+        result = await region_stack.request(method, path)
+        if operation.get("security"):
+            assert result.status == 401, (method, template, result.status)
+            assert "401" in operation["responses"]
+            if operation["x-role"] == "admin":
+                denied = await region_stack.request(method, path, token=region_stack.read_token)
+                assert denied.status == 403, (method, template, denied.status)
+        else:
+            assert result.status != 401, (method, template)
+
+
+async def representative_requests(stack: RegionStack) -> None:
+    """The kinds of request the v1 tests make: successes, bad input, auth failures, unavailability."""
+    admin, read = stack.admin_token, stack.read_token
+    # Clusters: one connected, one known but gone, one that will not answer.
+    await stack.connect_cluster(C1, "site-1")
+    gone = await stack.connect_cluster(GONE, "site-2")
+    gone.transport.loseConnection()
+
+    async def is_gone() -> bool:
+        return stack.registry.connection_count(GONE) == 0
+
+    await eventually(is_gone)
+    mute_uuid = str(uuidlib.uuid4())
+    mute = await stack.connect_cluster(mute_uuid, "site-3")
+    mute.transport.pauseProducing()
+
+    unknown = str(uuidlib.uuid4())
+    requests: list[tuple[str, str, str | None, dict[str, Any]]] = [
+        ("GET", "/api/v1/health", None, {}),
+        ("GET", "/api/v1/rpc-endpoints", None, {}),
+        ("GET", "/api/openapi.json", None, {}),
+        ("GET", "/api/v1/clusters", read, {}),
+        ("GET", "/api/v1/clusters", None, {}),
+        ("GET", "/api/v1/clusters", "opt_unknown", {}),
+        ("GET", "/api/v1/clusters?page=2&page_size=1&connected=true&name=site-1", admin, {}),
+        ("GET", "/api/v1/clusters?page=0", read, {}),
+        ("GET", "/api/v1/clusters?page_size=5000", read, {}),
+        ("GET", "/api/v1/clusters?connected=maybe", read, {}),
+        ("GET", f"/api/v1/clusters/{C1}", read, {}),
+        ("GET", f"/api/v1/clusters/{GONE}", read, {}),
+        ("GET", f"/api/v1/clusters/{unknown}", read, {}),
+        ("GET", "/api/v1/clusters/not-a-uuid", read, {}),
+        ("GET", f"/api/v1/clusters/{C1}", None, {}),
+        ("POST", f"/api/v1/clusters/{C1}/ping", admin, {}),
+        ("POST", f"/api/v1/clusters/{C1}/ping", admin, {"json": {"timeout": 2}}),
+        ("POST", f"/api/v1/clusters/{C1}/ping", read, {}),
+        ("POST", f"/api/v1/clusters/{C1}/ping", None, {}),
+        ("POST", f"/api/v1/clusters/{C1}/ping", admin, {"json": {"timeout": 0}}),
+        ("POST", f"/api/v1/clusters/{C1}/ping", admin, {"json": [1]}),
+        ("POST", f"/api/v1/clusters/{C1}/ping", admin, {"data": b"{", "headers": {"Content-Type": "application/json"}}),
+        ("POST", f"/api/v1/clusters/{C1}/ping", admin, {"data": b"timeout=1", "headers": {"Content-Type": "text/plain"}}),
+        ("POST", f"/api/v1/clusters/{C1}/ping", admin, {"data": b"x" * (1024 * 1024 + 1), "headers": {"Content-Type": "application/json"}}),
+        ("POST", f"/api/v1/clusters/{GONE}/ping", admin, {}),
+        ("POST", f"/api/v1/clusters/{unknown}/ping", admin, {}),
+        ("POST", "/api/v1/clusters/not-a-uuid/ping", admin, {}),
+        ("POST", f"/api/v1/clusters/{mute_uuid}/ping", admin, {"json": {"timeout": 0.2}}),
+        ("GET", "/api/v1/no-such-thing", admin, {}),
+        ("DELETE", "/api/v1/clusters", admin, {}),
+    ]
+    for method, path, token, kwargs in requests:
+        await stack.request(method, path, token=token, **kwargs)
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_status_served_is_declared_in_the_document(region_stack: RegionStack) -> None:
+    await representative_requests(region_stack)
+    document = await fetch_document(region_stack)
+    undeclared = set()
+    for template, method, status in region_stack.observed:
+        if template is None:
+            # No route matched: nothing to declare it on.  Only these two may happen then.
+            assert status in (404, 405), (method, status)
+            continue
+        responses = document["paths"][template][method.lower()]["responses"]
+        if str(status) not in responses:
+            undeclared.add((method, template, status))
+    assert not undeclared, f"served but not in /api/openapi.json: {sorted(undeclared)}"
+    # The run above did exercise each operation and each kind of outcome.
+    seen = {(method, template) for template, method, _ in region_stack.observed if template is not None}
+    assert seen == EXPECTED_OPERATIONS
+    statuses = {status for _, _, status in region_stack.observed}
+    assert {200, 400, 401, 403, 404, 415, 503, 504} <= statuses
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_ping_body_the_document_forbids_is_refused(region_stack: RegionStack) -> None:
+    document = await fetch_document(region_stack)
+    schema = document["paths"]["/api/v1/clusters/{uuid}/ping"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["additionalProperties"] is False
+    await region_stack.connect_cluster(C1, "site-1")
+    result = await region_stack.request(
+        "POST", f"/api/v1/clusters/{C1}/ping", token=region_stack.admin_token, json={"timeout": 1, "tiemout": 5}
+    )
+    assert result.status == 400, result.raw
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_oversized_body_on_an_open_route_gets_a_declared_status(region_stack: RegionStack) -> None:
+    document = await fetch_document(region_stack)
+    result = await region_stack.request("GET", "/api/v1/health", data=b"x" * (1024 * 1024 + 1))
+    assert str(result.status) in document["paths"]["/api/v1/health"]["get"]["responses"], result.status
