@@ -120,6 +120,13 @@ class ClusterStore:
             params.append(name)
         return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
+    async def resolve(self, ref: str) -> list[str]:
+        """The uuids of clusters whose uuid or name is `ref` (more than one: the name is ambiguous)."""
+        rows = await self.db.fetch(
+            "SELECT uuid::text AS uuid FROM clusters WHERE uuid::text = %s OR name = %s ORDER BY uuid", (ref.lower(), ref)
+        )
+        return [r["uuid"] for r in rows]
+
     async def get(self, uuid: str) -> dict[str, Any] | None:
         row = await self.db.fetchone(
             f"SELECT {_CLUSTER_COLUMNS} FROM clusters c"

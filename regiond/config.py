@@ -13,6 +13,10 @@ Example (every key optional; these are the defaults)::
       advertise: null          # host clusters dial; default: the listen interface
     http:
       listen: tcp:5240:interface=127.0.0.1
+    maas:
+      sync_interval: 300       # seconds between full inventory syncs
+      transitional_interval: 15  # seconds between polls of machines mid-transition
+      webhook_secret_file: null  # hex secret for POST /api/v1/webhooks/maas/{cluster}
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ from outpost.config import (
     load_section,
     optional,
     parse_yaml,
+    positive_float,
     int_between,
     server_endpoint,
     string,
 )
 
-__all__ = ["RegionConfig", "DatabaseConfig", "RPCConfig", "HTTPConfig", "load_config", "ConfigError"]
+__all__ = ["RegionConfig", "DatabaseConfig", "RPCConfig", "HTTPConfig", "MAASConfig", "load_config", "ConfigError"]
 
 DEFAULT_STATE_DIR = "/var/lib/outpost/region"
 
@@ -60,12 +65,20 @@ class HTTPConfig:
 
 
 @attrs.frozen
+class MAASConfig:
+    sync_interval: float = 300.0
+    transitional_interval: float = 15.0
+    webhook_secret_file: Path | None = None
+
+
+@attrs.frozen
 class RegionConfig:
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     secret_file: Path | None = None
     database: DatabaseConfig = DatabaseConfig()
     rpc: RPCConfig = RPCConfig()
     http: HTTPConfig = HTTPConfig()
+    maas: MAASConfig = MAASConfig()
 
     @property
     def secret_path(self) -> Path:
@@ -93,6 +106,7 @@ def load_config(text: str) -> RegionConfig:
             Field("database", lambda v: v, None),
             Field("rpc", lambda v: v, None),
             Field("http", lambda v: v, None),
+            Field("maas", lambda v: v, None),
         ],
         problems,
     )
@@ -109,6 +123,16 @@ def load_config(text: str) -> RegionConfig:
         problems,
     )
     http = load_section(top["http"], "http", [Field("listen", server_endpoint, DEFAULT_HTTP_LISTEN)], problems)
+    maas = load_section(
+        top["maas"],
+        "maas",
+        [
+            Field("sync_interval", positive_float, 300.0),
+            Field("transitional_interval", positive_float, 15.0),
+            Field("webhook_secret_file", optional(_path), None),
+        ],
+        problems,
+    )
     if problems:
         raise ConfigError(problems)
     return RegionConfig(
@@ -117,4 +141,5 @@ def load_config(text: str) -> RegionConfig:
         database=DatabaseConfig(**database),
         rpc=RPCConfig(**rpc),
         http=HTTPConfig(**http),
+        maas=MAASConfig(**maas),
     )

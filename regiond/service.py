@@ -24,23 +24,23 @@ from twisted.web.server import Site
 
 from outpost import __version__
 from outpost.secret import load_or_create_secret
-from regiond.api.openapi import openapi_route
-from regiond.api.router import ApiResource
-from regiond.api.v1 import RegionAPI
+from outpost.secret import load_secret
+from regiond.app import RegionApp
 from regiond.clusters import ClusterStore, RegionProcessStore
 from regiond.config import RegionConfig
 from regiond.db import Database, EmbeddedPostgres, migrate
+from regiond.leader import Leadership
+from regiond.machines.sync import SyncLoops
 from regiond.rpc.registrar import ClusterRegistrar
 from regiond.rpc.registry import ConnectionRegistry
-from regiond.rpc.responders import RegionResponders
-from regiond.tokens import TokenStore
-from rpc.protocol import REGION, RPCFactory
 
 __all__ = ["RegionService", "HEARTBEAT_INTERVAL"]
 
 log = Logger()
 
 HEARTBEAT_INTERVAL = 30.0
+#: The advisory lock whose holder runs the inventory sync ("maassync").
+SYNC_LOCK_KEY = 0x6D61617373796E63
 
 
 def advertised_host(configured: str | None, listening: Any) -> str:
@@ -62,14 +62,20 @@ class RegionService(Service):
     api_url: str | None = attrs.field(init=False, default=None)
     _postgres: EmbeddedPostgres | None = attrs.field(init=False, default=None)
     _ports: list[IListeningPort] = attrs.field(init=False, factory=list)
-    _rpc_factory: RPCFactory | None = attrs.field(init=False, default=None)
     _registrar: ClusterRegistrar | None = attrs.field(init=False, default=None)
     _heartbeat: LoopingCall | None = attrs.field(init=False, default=None)
     _process_id: int | None = attrs.field(init=False, default=None)
     _started: Deferred[None] | None = attrs.field(init=False, default=None)
+    _sync_loops: SyncLoops | None = attrs.field(init=False, default=None)
+    _leadership: Leadership | None = attrs.field(init=False, default=None)
+    app: RegionApp | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self.registry = ConnectionRegistry(self.reactor)
+
+    def _webhook_secret(self) -> bytes | None:
+        path = self.config.maas.webhook_secret_file
+        return None if path is None else load_secret(path)
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
@@ -104,39 +110,31 @@ class RegionService(Service):
         if applied:
             log.info("Applied migrations {versions}", versions=applied)
 
-        clusters = ClusterStore(db)
-        processes = RegionProcessStore(db)
+        self.app = app = RegionApp(self.reactor, db, webhook_secret=self._webhook_secret())
+        self.registry = app.registry
         hostname, pid = socket.gethostname(), os.getpid()
-
-        registrar_box: list[ClusterRegistrar] = []
-        self._rpc_factory = RPCFactory(
-            secret=secret,
-            role=REGION,
-            clock=self.reactor,
-            ident=f"{hostname}:{pid}",
-            locator_factory=lambda proto: RegionResponders(proto, registrar_box[0]),
-        )
-        rpc_port = await serverFromString(self.reactor, config.rpc.listen).listen(self._rpc_factory)
+        rpc_port = await serverFromString(self.reactor, config.rpc.listen).listen(app.rpc_factory(secret, f"{hostname}:{pid}"))
         self._ports.append(rpc_port)
         rpc_address = rpc_port.getHost()
         rpc_host = advertised_host(config.rpc.advertise, rpc_address)
-        self._process_id = await processes.register(hostname, pid, rpc_host, rpc_address.port)
-        self._registrar = ClusterRegistrar(self.registry, clusters, processes, self._process_id)
-        registrar_box.append(self._registrar)
+        self._process_id = await app.processes.register(hostname, pid, rpc_host, rpc_address.port)
+        app.attach_process(self._process_id)
+        self._registrar = app.registrar
 
-        api = RegionAPI(self.reactor, db, clusters, processes, self.registry, self._process_id)
-        routes = api.routes()
-        routes.append(openapi_route(routes, __version__))
-        tokens = TokenStore(db)
-        resource = ApiResource(routes, tokens.verify)
-        site = Site(resource)
+        site = Site(app.resource())
         site.displayTracebacks = False
         http_port = await serverFromString(self.reactor, config.http.listen).listen(site)
         self._ports.append(http_port)
         http_address = http_port.getHost()
         self.api_url = f"http://{advertised_host(None, http_address)}:{http_address.port}/api/"
 
-        self._heartbeat = LoopingCall(self._beat, processes, clusters)
+        self._sync_loops = SyncLoops(self.reactor, app.sync, config.maas.sync_interval, config.maas.transitional_interval)
+        self._leadership = Leadership(
+            self.reactor, dsn, SYNC_LOCK_KEY, "inventory sync", on_gain=self._sync_loops.start, on_loss=self._sync_loops.stop
+        )
+        self._leadership.startService()
+
+        self._heartbeat = LoopingCall(self._beat, app.processes, app.clusters)
         self._heartbeat.clock = self.reactor
         self._heartbeat.start(HEARTBEAT_INTERVAL, now=False).addErrback(
             lambda f: log.failure("Heartbeat stopped", f)
@@ -165,6 +163,8 @@ class RegionService(Service):
                 pass
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
+        if self._leadership is not None:
+            await self._leadership.stopService()
         for port in reversed(self._ports):
             await port.stopListening()
         self._ports.clear()

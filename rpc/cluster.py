@@ -2,11 +2,190 @@
 Commands answered by cluster daemons (called by region processes).
 
 Only `amp.Command` declarations live here.  The handshake and `Ping` are in
-`rpc.common` and answered by both sides.
+`rpc.common` and answered by both sides.  Machines travel as `Structure`
+values in the shape `clusterd.machines.summarize` gives them.
 """
 
 from __future__ import annotations
 
-from rpc.common import Authenticate, Identify, Ping
+from twisted.protocols import amp
 
-__all__ = ["Authenticate", "Identify", "Ping"]
+from rpc import errors as rpc_errors
+from rpc.arguments import Structure
+from rpc.common import Authenticate, Identify, Ping, RPCCommand
+
+__all__ = [
+    "Authenticate",
+    "Identify",
+    "Ping",
+    "ListMachines",
+    "GetMachines",
+    "PowerMachine",
+    "QueryPowerStates",
+    "CommissionMachine",
+    "DeployMachine",
+    "ReleaseMachine",
+    "ListNetworks",
+    "ListZones",
+    "ListPools",
+    "TestMAASConnection",
+]
+
+#: Errors any MAAS-backed command may answer with.
+_MAAS_ERRORS = {
+    rpc_errors.IntegrationNotConfigured: b"NOT_CONFIGURED",
+    rpc_errors.IntegrationUnavailable: b"UNAVAILABLE",
+    rpc_errors.IntegrationAuthFailed: b"AUTH_FAILED",
+}
+_MACHINE_ERRORS = {
+    **_MAAS_ERRORS,
+    rpc_errors.NoSuchMachine: b"NO_SUCH_MACHINE",
+    rpc_errors.MachineActionConflict: b"CONFLICT",
+}
+
+
+class ListMachines(RPCCommand):
+    """
+    Every machine the site's MAAS has, optionally filtered
+    (``{"hostname": [...], "status": [...], "zone": [...], "pool": [...], "tags": [...]}``).
+
+    Answers ``{"machines": [summary, ...]}``; any size.
+
+    :since: 0.2
+    """
+
+    arguments = [(b"filters", Structure())]
+    response = [(b"machines", Structure())]
+    errors = _MAAS_ERRORS
+
+
+class GetMachines(RPCCommand):
+    """
+    Read the given machines afresh from MAAS.
+
+    Answers ``{"machines": [summary...], "missing": [system_id...]}``.
+
+    :since: 0.2
+    """
+
+    arguments = [(b"system_ids", Structure())]
+    response = [(b"machines", Structure()), (b"missing", Structure())]
+    errors = _MAAS_ERRORS
+
+
+class PowerMachine(RPCCommand):
+    """
+    Start a power action (``on``, ``off`` or ``cycle``) on a machine.
+
+    Answers as soon as the action is accepted; the outcome comes back later
+    through `rpc.region.ReportPowerOutcome` with the same `request_id`.  The
+    same action already running is joined; a different one is refused.
+
+    :since: 0.2
+    """
+
+    arguments = [
+        (b"system_id", amp.Unicode()),
+        (b"action", amp.Unicode()),
+        (b"stop_mode", amp.Unicode()),
+        (b"request_id", amp.Unicode()),
+    ]
+    response = [(b"joined", amp.Boolean())]
+    errors = {**_MACHINE_ERRORS, rpc_errors.PowerActionInProgress: b"POWER_IN_PROGRESS"}
+
+
+class QueryPowerStates(RPCCommand):
+    """
+    Ask each machine's BMC (through MAAS) for its power state.
+
+    Answers ``{"states": {system_id: "on"|"off"|"unknown"|"error"},
+    "errors": {system_id: message}}``.
+
+    :since: 0.2
+    """
+
+    arguments = [(b"system_ids", Structure())]
+    response = [(b"states", Structure()), (b"errors", Structure())]
+    errors = _MAAS_ERRORS
+
+
+class CommissionMachine(RPCCommand):
+    """
+    Commission a machine (``enable_ssh``, ``skip_networking``, ``skip_storage``,
+    ``testing_scripts`` in `options`).  Answers the machine as MAAS left it.
+
+    :since: 0.2
+    """
+
+    arguments = [(b"system_id", amp.Unicode()), (b"options", Structure())]
+    response = [(b"machine", Structure())]
+    errors = _MACHINE_ERRORS
+
+
+class DeployMachine(RPCCommand):
+    """
+    Deploy a machine (``distro_series``, ``hwe_kernel``, ``user_data`` as base64
+    text, ``hostname`` in `options`).  Answers the machine as MAAS left it.
+
+    :since: 0.2
+    """
+
+    arguments = [(b"system_id", amp.Unicode()), (b"options", Structure())]
+    response = [(b"machine", Structure())]
+    errors = _MACHINE_ERRORS
+
+
+class ReleaseMachine(RPCCommand):
+    """
+    Release a machine (``erase``, ``secure_erase``, ``quick_erase`` in
+    `options`).  Answers the machine as MAAS left it.
+
+    :since: 0.2
+    """
+
+    arguments = [(b"system_id", amp.Unicode()), (b"options", Structure())]
+    response = [(b"machine", Structure())]
+    errors = _MACHINE_ERRORS
+
+
+class ListNetworks(RPCCommand):
+    """
+    The site's subnets, VLANs (across fabrics) and spaces.
+
+    :since: 0.2
+    """
+
+    arguments: list = []
+    response = [(b"subnets", Structure()), (b"vlans", Structure()), (b"spaces", Structure())]
+    errors = _MAAS_ERRORS
+
+
+class ListZones(RPCCommand):
+    """The site's MAAS zones.  :since: 0.2"""
+
+    arguments: list = []
+    response = [(b"zones", Structure())]
+    errors = _MAAS_ERRORS
+
+
+class ListPools(RPCCommand):
+    """The site's MAAS resource pools.  :since: 0.2"""
+
+    arguments: list = []
+    response = [(b"pools", Structure())]
+    errors = _MAAS_ERRORS
+
+
+class TestMAASConnection(RPCCommand):
+    """
+    Check the site's MAAS: reachable, version, credentials accepted.
+
+    Answers ``{"ok": bool, "checks": [{"name", "ok", "detail"}...]}``; never
+    fails for a MAAS problem (that is what the checks report).
+
+    :since: 0.2
+    """
+
+    arguments: list = []
+    response = [(b"ok", amp.Boolean()), (b"checks", Structure())]
+    errors = {rpc_errors.IntegrationNotConfigured: b"NOT_CONFIGURED"}

@@ -68,3 +68,35 @@ class RegistrationRejected(RPCError):
 
 class InvalidArgument(RPCError):
     """An argument failed validation on the receiving side."""
+
+
+class NoSuchMachine(RPCError):
+    """The site's MAAS has no machine with that system_id."""
+
+    @classmethod
+    def from_system_id(cls, system_id: str) -> "NoSuchMachine":
+        return cls(f"no machine {system_id}")
+
+
+class MachineActionConflict(RPCError):
+    """The machine is in the wrong state for the action (MAAS answered 409)."""
+
+
+class PowerActionInProgress(RPCError):
+    """A different power action is already running on the machine."""
+
+
+class IntegrationNotConfigured(RPCError):
+    """The cluster has no configuration for the integration asked for (e.g. no MAAS)."""
+
+
+class IntegrationUnavailable(RPCError):
+    """The site system (MAAS, CloudStack...) could not be reached or answered 5xx."""
+
+
+class IntegrationAuthFailed(RPCError):
+    """The site system refused the cluster's credentials."""
+
+
+class RegistrationRequired(RPCError):
+    """A cluster called a region command before registering on the connection."""

@@ -12,7 +12,7 @@ from rpc import errors as rpc_errors
 from rpc.arguments import UUID, Structure
 from rpc.common import Authenticate, Identify, Ping, RPCCommand
 
-__all__ = ["Authenticate", "Identify", "Ping", "RegisterCluster", "GetRegionEndpoints"]
+__all__ = ["Authenticate", "Identify", "Ping", "RegisterCluster", "GetRegionEndpoints", "ReportPowerOutcome", "ReportEvent"]
 
 
 class RegisterCluster(RPCCommand):
@@ -48,3 +48,43 @@ class GetRegionEndpoints(RPCCommand):
 
     arguments: list = []
     response = [(b"endpoints", Structure())]
+
+
+class ReportPowerOutcome(RPCCommand):
+    """
+    How a power action started by `rpc.cluster.PowerMachine` ended.
+
+    `outcome` is ``ok`` or ``failed``; `state` the last power state seen;
+    `error` says why it failed ("" when it did not).  The region updates the
+    machine and records an event carrying `request_id`.
+
+    :since: 0.2
+    """
+
+    arguments = [
+        (b"system_id", amp.Unicode()),
+        (b"action", amp.Unicode()),
+        (b"request_id", amp.Unicode()),
+        (b"outcome", amp.Unicode()),
+        (b"state", amp.Unicode()),
+        (b"error", amp.Unicode()),
+    ]
+    response: list = []
+    errors = {rpc_errors.RegistrationRequired: b"REGISTRATION_REQUIRED"}
+
+
+class ReportEvent(RPCCommand):
+    """
+    Record something that happened at the cluster in the region's event log.
+
+    :since: 0.2
+    """
+
+    arguments = [
+        (b"type", amp.Unicode()),
+        (b"subject", amp.Unicode()),
+        (b"outcome", amp.Unicode()),
+        (b"data", Structure()),
+    ]
+    response: list = []
+    errors = {rpc_errors.RegistrationRequired: b"REGISTRATION_REQUIRED"}

@@ -36,22 +36,21 @@ from twisted.internet.task import deferLater
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.server import Site
 
-from outpost import __version__
-from regiond.api.openapi import openapi_route
-from regiond.api.router import ApiResource, Route
-from regiond.api.v1 import RegionAPI
-from regiond.clusters import ClusterStore, RegionProcessStore
+from regiond.api.router import Route
+from regiond.app import RegionApp
+from regiond.clusters import ClusterStore
 from regiond.db import Database
 from regiond.rpc.registrar import ClusterRegistrar
 from regiond.rpc.registry import ConnectionRegistry
-from regiond.rpc.responders import RegionResponders
 from regiond.tokens import ADMIN, READ, TokenStore
-from rpc.protocol import CLUSTER, REGION, RPCFactory, RPCProtocol
+from rpc.protocol import CLUSTER, RPCFactory, RPCProtocol
 from rpc.region import RegisterCluster
 
 __all__ = ["RegionStack", "region_stack", "SECRET", "eventually", "HTTPResult"]
 
 SECRET = b"region-stack-shared-secret-32byt"
+#: The MAAS webhook secret the stack's region is configured with.
+WEBHOOK_SECRET = b"webhook-secret-for-region-stack!"
 
 #: Seconds any single HTTP request in these tests may take before it fails the test.
 REQUEST_TIMEOUT = 15.0
@@ -106,6 +105,7 @@ class RegionStack:
     rpc_port: int
     http: HTTPClient
     _region_side: list[RPCProtocol] = attrs.field(factory=list)
+    app: RegionApp | None = None
     _cluster_side: list[RPCProtocol] = attrs.field(factory=list)
 
     def region_side_connections(self) -> list[RPCProtocol]:
@@ -186,38 +186,24 @@ async def _build(db: Database) -> tuple[RegionStack, list[IListeningPort], HTTPC
     """The parts, wired as RegionService._start wires them."""
     reactor = _reactor()
     ports: list[IListeningPort] = []
-    clusters = ClusterStore(db)
-    processes = RegionProcessStore(db)
-    registry = ConnectionRegistry(reactor)
+    app = RegionApp(reactor, db, webhook_secret=WEBHOOK_SECRET)
     hostname, pid = socket.gethostname(), os.getpid()
-
     region_side: list[RPCProtocol] = []
-    registrar_box: list[ClusterRegistrar] = []
-    rpc_factory = RPCFactory(
-        secret=SECRET,
-        role=REGION,
-        clock=reactor,
-        ident=f"{hostname}:{pid}",
-        locator_factory=lambda proto: RegionResponders(proto, registrar_box[0]),
-        on_connect=region_side.append,
-    )
+    rpc_factory = app.rpc_factory(SECRET, f"{hostname}:{pid}", on_connect=region_side.append)
     rpc_port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(rpc_factory)
     ports.append(rpc_port)
     rpc_address = rpc_port.getHost()
-    process_id = await processes.register(hostname, pid, rpc_address.host, rpc_address.port)
-    registrar = ClusterRegistrar(registry, clusters, processes, process_id)
-    registrar_box.append(registrar)
-
-    api = RegionAPI(reactor, db, clusters, processes, registry, process_id)
-    routes = api.routes()
-    routes.append(openapi_route(routes, __version__))
-    tokens = TokenStore(db)
+    process_id = await app.processes.register(hostname, pid, rpc_address.host, rpc_address.port)
+    app.attach_process(process_id)
+    registry, clusters, tokens, registrar = app.registry, app.clusters, app.tokens, app.registrar
     observed: list[tuple[str | None, str, int]] = []
 
     def observe(route: Route | None, method: str, status: int) -> None:
         observed.append((route.template if route is not None else None, method, status))
 
-    site = Site(ApiResource(routes, tokens.verify, observer=observe))
+    resource = app.resource(observer=observe)
+    routes = resource.routes
+    site = Site(resource)
     site.displayTracebacks = False
     http_port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site)
     ports.append(http_port)
@@ -249,6 +235,7 @@ async def _build(db: Database) -> tuple[RegionStack, list[IListeningPort], HTTPC
         rpc_port=rpc_address.port,
         http=HTTPClient(Agent(reactor, pool=pool)),
         region_side=region_side,
+        app=app,
     )
     return stack, ports, pool
 

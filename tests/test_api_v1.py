@@ -283,7 +283,7 @@ async def test_ping_of_a_known_but_disconnected_cluster_is_503_with_retry_after(
     result = await ping(region_stack, C1)
     error = assert_error(result, 503, "unavailable")
     assert int(result.headers["retry-after"]) > 0
-    assert error["details"]["uuid"] == C1
+    assert error["details"]["cluster"] == C1
     [never] = await add_clusters(region_stack, ["never-connected"])
     assert_error(await ping(region_stack, never), 503, "unavailable")
 
@@ -337,7 +337,7 @@ async def test_ping_of_a_cluster_that_never_answers_is_504(region_stack: RegionS
     started = region_stack.registry.clock.seconds()
     result = await ping(region_stack, C1, {"timeout": 0.3})
     error = assert_error(result, 504, "timeout")
-    assert error["details"] == {"uuid": C1}
+    assert error["details"] == {"cluster": C1}
     assert region_stack.registry.clock.seconds() - started < 5
     # Timing out does not drop the connection.
     assert region_stack.registry.connection_count(C1) == 1

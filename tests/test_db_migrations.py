@@ -25,6 +25,8 @@ _TABLES = {
     "api_tokens",
     "clusters",
     "events",
+    "maas_syncs",
+    "machines",
     "region_processes",
     "rpc_connections",
     "schema_migrations",

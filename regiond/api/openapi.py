@@ -35,6 +35,50 @@ CLUSTER_SCHEMA = {
 }
 
 
+MACHINE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "cluster_uuid": {"type": "string", "format": "uuid"},
+        "cluster_name": {"type": "string"},
+        "system_id": {"type": "string"},
+        "hostname": {"type": "string"},
+        "status": {"type": "string"},
+        "status_code": {"type": "integer", "nullable": True},
+        "power_state": {"type": "string"},
+        "power_type": {"type": "string"},
+        "architecture": {"type": "string"},
+        "cpu_count": {"type": "integer"},
+        "memory_mb": {"type": "integer"},
+        "storage_mb": {"type": "integer"},
+        "zone": {"type": "string"},
+        "pool": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "ip_addresses": {"type": "array", "items": {"type": "string"}},
+        "macs": {"type": "array", "items": {"type": "string"}},
+        "owner": {"type": "string"},
+        "osystem": {"type": "string"},
+        "distro_series": {"type": "string"},
+        "missing": {"type": "boolean"},
+        "first_seen": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+    },
+}
+
+EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "type": {"type": "string"},
+        "actor": {"type": "string"},
+        "cluster_uuid": {"type": "string", "nullable": True},
+        "subject": {"type": "string"},
+        "outcome": {"type": "string"},
+        "data": {"type": "object"},
+    },
+}
+
+
 def openapi_document(routes: Sequence[Route], version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
@@ -56,6 +100,9 @@ def openapi_document(routes: Sequence[Route], version: str) -> dict[str, Any]:
         if route.role is not None:
             operation["security"] = [{"bearer": []}]
             operation["x-role"] = route.role
+        elif route.security_scheme is not None:
+            operation["security"] = [{route.security_scheme: []}]
+            operation["x-role"] = "signature"
         for status, description in sorted(route.all_responses().items()):
             schema = route.response_schema if 200 <= status < 300 else {"$ref": "#/components/schemas/Error"}
             entry: dict[str, Any] = {"description": description}
@@ -68,8 +115,16 @@ def openapi_document(routes: Sequence[Route], version: str) -> dict[str, Any]:
         "info": {"title": "Outpost region API", "version": version},
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": ERROR_SCHEMA, "Cluster": CLUSTER_SCHEMA},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "webhookSignature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Hub-Signature-256",
+                    "description": "sha256=<hex HMAC-SHA256 of the raw body with the region's webhook secret>",
+                },
+            },
+            "schemas": {"Error": ERROR_SCHEMA, "Cluster": CLUSTER_SCHEMA, "Machine": MACHINE_SCHEMA, "Event": EVENT_SCHEMA},
         },
     }
 

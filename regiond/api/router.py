@@ -99,6 +99,8 @@ class Route:
     request_body: Mapping[str, Any] | None = None
     response_schema: Mapping[str, Any] | None = None
     tags: Sequence[str] = ()
+    #: Name of the security scheme a route with role None checks itself (e.g. a webhook signature).
+    security_scheme: str | None = None
     pattern: re.Pattern[str] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:

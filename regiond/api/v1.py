@@ -18,6 +18,7 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 
 from regiond.api import errors
+from regiond.api.rpcerrors import api_error_for
 from regiond.api.router import ApiRequest, Response, Route, parse_query
 from regiond.clusters import ClusterStore, RegionProcessStore
 from regiond.db import Database
@@ -30,8 +31,6 @@ __all__ = ["RegionAPI"]
 
 #: How long a ping waits for a cluster's answer unless the caller says otherwise.
 PING_TIMEOUT = 10.0
-#: Seconds a client should wait before retrying when a cluster is not connected.
-RETRY_AFTER = "5"
 MAX_PAGE_SIZE = 1000
 #: Far beyond any real listing; keeps OFFSET well inside PostgreSQL's bigint.
 MAX_PAGE = 1_000_000
@@ -65,17 +64,6 @@ def _boolean(value: str) -> bool:
     if lowered in ("false", "0", "no"):
         return False
     raise ValueError("must be true or false")
-
-
-def rpc_failure(e: Exception, uuid: str) -> errors.ApiError:
-    """The HTTP error for a failed call to a cluster."""
-    if isinstance(e, (rpc_errors.NoConnectionsAvailable, rpc_errors.ConnectionClosed, rpc_errors.NotAuthenticated)):
-        return errors.ServiceUnavailable(
-            f"cluster {uuid} is not connected", details={"uuid": uuid, "reason": str(e)}, headers={"Retry-After": RETRY_AFTER}
-        )
-    if isinstance(e, rpc_errors.CallTimedOut):
-        return errors.GatewayTimeout(f"cluster {uuid} did not answer within {e.timeout:g}s", details={"uuid": uuid})
-    raise e
 
 
 @attrs.frozen
@@ -139,7 +127,7 @@ class RegionAPI:
             client = await self.registry.getClientFor(uuid, timeout=0)
             await client(Ping, timeout=timeout)
         except rpc_errors.RPCError as e:
-            raise rpc_failure(e, uuid) from None
+            raise api_error_for(e, uuid) from None
         latency = (time.perf_counter() - started) * 1000
         return {"uuid": uuid, "latency_ms": round(latency, 3), "region": self.process_id}
 

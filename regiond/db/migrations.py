@@ -93,8 +93,52 @@ CREATE INDEX events_cluster_uuid_id_idx ON events (cluster_uuid, id);
 """
 
 #: In version order. Append only.
+_MACHINES = """
+CREATE TABLE machines (
+    cluster_uuid uuid NOT NULL REFERENCES clusters(uuid) ON DELETE CASCADE,
+    system_id text NOT NULL,
+    hostname text NOT NULL DEFAULT '',
+    status text NOT NULL DEFAULT '',
+    status_code integer,
+    power_state text NOT NULL DEFAULT 'unknown',
+    power_type text NOT NULL DEFAULT '',
+    architecture text NOT NULL DEFAULT '',
+    cpu_count integer NOT NULL DEFAULT 0,
+    memory_mb bigint NOT NULL DEFAULT 0,
+    storage_mb bigint NOT NULL DEFAULT 0,
+    zone text NOT NULL DEFAULT '',
+    pool text NOT NULL DEFAULT '',
+    tags text[] NOT NULL DEFAULT '{}',
+    ip_addresses text[] NOT NULL DEFAULT '{}',
+    owner text NOT NULL DEFAULT '',
+    osystem text NOT NULL DEFAULT '',
+    distro_series text NOT NULL DEFAULT '',
+    missing boolean NOT NULL DEFAULT false,
+    data jsonb NOT NULL DEFAULT '{}',
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (cluster_uuid, system_id)
+);
+CREATE INDEX machines_status ON machines (status);
+CREATE INDEX machines_hostname ON machines (hostname);
+
+CREATE TABLE maas_syncs (
+    cluster_uuid uuid PRIMARY KEY REFERENCES clusters(uuid) ON DELETE CASCADE,
+    started_at timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL,
+    outcome text NOT NULL,
+    error text NOT NULL DEFAULT '',
+    machines integer NOT NULL DEFAULT 0,
+    changed integer NOT NULL DEFAULT 0
+);
+
+CREATE INDEX events_type ON events (type, id);
+CREATE INDEX events_request ON events ((data->>'request_id')) WHERE data ? 'request_id';
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _INITIAL),
+    Migration(2, "machines", _MACHINES),
 ]
 
 _CREATE_VERSION_TABLE = """

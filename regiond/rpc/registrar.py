@@ -14,7 +14,7 @@ from twisted.logger import Logger
 
 from regiond.clusters import ClusterStore, RegionProcessStore
 from regiond.rpc.registry import ConnectionRegistry
-from rpc.errors import RegistrationRejected
+from rpc.errors import RegistrationRejected, RegistrationRequired
 from rpc.protocol import RPCProtocol
 
 __all__ = ["ClusterRegistrar"]
@@ -68,6 +68,13 @@ class ClusterRegistrar:
         connection.when_closed().addCallback(lambda _: self._lost(connection))
         log.info("Cluster {name} ({uuid}) connected from {peer}", name=name, uuid=uuid, peer=peer)
         return {}
+
+    def cluster_of(self, connection: RPCProtocol) -> str:
+        """The uuid of the cluster registered on `connection`."""
+        try:
+            return self._registered[connection][0]
+        except KeyError:
+            raise RegistrationRequired("register with RegisterCluster first") from None
 
     def _lost(self, connection: RPCProtocol) -> None:
         uuid, connection_id = self._registered.pop(connection)

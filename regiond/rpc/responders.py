@@ -1,23 +1,34 @@
-"""The region's responders: a few lines each, calling the registrar."""
+"""The region's responders: a few lines each, calling the registrar or the callbacks."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Awaitable, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.protocols import amp
 
 from regiond.rpc.registrar import ClusterRegistrar
 from rpc.protocol import RPCProtocol
-from rpc.region import GetRegionEndpoints, RegisterCluster
+from rpc.region import GetRegionEndpoints, RegisterCluster, ReportEvent, ReportPowerOutcome
 
-__all__ = ["RegionResponders"]
+__all__ = ["RegionResponders", "IRegionCallbacks"]
+
+
+class IRegionCallbacks(Protocol):
+    """What the region does with reports from clusters."""
+
+    def power_outcome(
+        self, cluster_uuid: str, system_id: str, action: str, request_id: str, outcome: str, state: str, error: str
+    ) -> Awaitable[None]: ...
+
+    def cluster_event(self, cluster_uuid: str, type: str, subject: str, outcome: str, data: Any) -> Awaitable[None]: ...
 
 
 class RegionResponders(amp.CommandLocator):
-    def __init__(self, connection: RPCProtocol, registrar: ClusterRegistrar) -> None:
+    def __init__(self, connection: RPCProtocol, registrar: ClusterRegistrar, callbacks: IRegionCallbacks | None = None) -> None:
         self._connection = connection
         self._registrar = registrar
+        self._callbacks = callbacks
 
     @RegisterCluster.responder
     def register_cluster(self, uuid: str, name: str, version: str, capabilities: Any) -> Deferred[dict[str, Any]]:
@@ -29,3 +40,23 @@ class RegionResponders(amp.CommandLocator):
             return {"endpoints": await self._registrar.endpoints()}
 
         return Deferred.fromCoroutine(endpoints())
+
+    @ReportPowerOutcome.responder
+    def report_power_outcome(self, system_id: str, action: str, request_id: str, outcome: str, state: str, error: str) -> Deferred[dict[str, Any]]:
+        async def report() -> dict[str, Any]:
+            cluster = self._registrar.cluster_of(self._connection)
+            if self._callbacks is not None:
+                await self._callbacks.power_outcome(cluster, system_id, action, request_id, outcome, state, error)
+            return {}
+
+        return Deferred.fromCoroutine(report())
+
+    @ReportEvent.responder
+    def report_event(self, type: str, subject: str, outcome: str, data: Any) -> Deferred[dict[str, Any]]:
+        async def report() -> dict[str, Any]:
+            cluster = self._registrar.cluster_of(self._connection)
+            if self._callbacks is not None:
+                await self._callbacks.cluster_event(cluster, type, subject, outcome, data)
+            return {}
+
+        return Deferred.fromCoroutine(report())

@@ -1,0 +1,87 @@
+"""
+The region's parts, wired together once.
+
+`RegionApp` holds the stores, the connection registry and the domain
+services, and makes the RPC factory and the HTTP resource from them.
+`regiond.service.RegionService` uses it with real listeners; tests use it
+with the same wiring, so they test what runs.
+
+The RPC factory exists before this process is registered (its port decides
+the registration), so the registrar is attached afterwards by
+`attach_process`, before any cluster can have authenticated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from outpost import __version__
+from regiond.api.events import EventsAPI
+from regiond.api.openapi import openapi_route
+from regiond.api.router import ApiResource, Observer, Route
+from regiond.api.v1 import RegionAPI
+from regiond.clusters import ClusterStore, RegionProcessStore
+from regiond.db import Database
+from regiond.machines.api import MachinesAPI
+from regiond.machines.service import MachineService
+from regiond.machines.store import MachineStore
+from regiond.machines.sync import InventorySync
+from regiond.rpc.registrar import ClusterRegistrar
+from regiond.rpc.registry import ConnectionRegistry
+from regiond.rpc.responders import RegionResponders
+from regiond.tokens import TokenStore
+from rpc.protocol import REGION, RPCFactory, RPCProtocol
+
+__all__ = ["RegionApp"]
+
+
+@attrs.define
+class RegionApp:
+    reactor: Any
+    db: Database
+    webhook_secret: bytes | None = attrs.field(default=None, repr=False)
+    registry: ConnectionRegistry = attrs.field(init=False)
+    clusters: ClusterStore = attrs.field(init=False)
+    processes: RegionProcessStore = attrs.field(init=False)
+    tokens: TokenStore = attrs.field(init=False)
+    machines: MachineStore = attrs.field(init=False)
+    machine_service: MachineService = attrs.field(init=False)
+    sync: InventorySync = attrs.field(init=False)
+    process_id: int | None = attrs.field(init=False, default=None)
+    registrar: ClusterRegistrar | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        self.registry = ConnectionRegistry(self.reactor)
+        self.clusters = ClusterStore(self.db)
+        self.processes = RegionProcessStore(self.db)
+        self.tokens = TokenStore(self.db)
+        self.machines = MachineStore(self.db)
+        self.machine_service = MachineService(self.reactor, self.db, self.registry, self.machines)
+        self.sync = InventorySync(self.reactor, self.registry, self.machines)
+
+    def rpc_factory(self, secret: bytes, ident: str, **kwargs: Any) -> RPCFactory:
+        return RPCFactory(secret=secret, role=REGION, clock=self.reactor, ident=ident, locator_factory=self._responders, **kwargs)
+
+    def _responders(self, proto: RPCProtocol) -> RegionResponders:
+        if self.registrar is None:
+            raise RuntimeError("attach_process() must come before connections are served")
+        return RegionResponders(proto, self.registrar, self.machine_service)
+
+    def attach_process(self, process_id: int) -> None:
+        self.process_id = process_id
+        self.registrar = ClusterRegistrar(self.registry, self.clusters, self.processes, process_id)
+
+    def routes(self) -> list[Route]:
+        assert self.process_id is not None, "attach_process() first"
+        routes = [
+            *RegionAPI(self.reactor, self.db, self.clusters, self.processes, self.registry, self.process_id).routes(),
+            *MachinesAPI(self.clusters, self.machines, self.machine_service, self.sync, self.webhook_secret).routes(),
+            *EventsAPI(self.db).routes(),
+        ]
+        routes.append(openapi_route(routes, __version__))
+        return routes
+
+    def resource(self, observer: Observer | None = None) -> ApiResource:
+        return ApiResource(self.routes(), self.tokens.verify, observer=observer)

@@ -1,0 +1,88 @@
+"""
+One runner per region-wide job, chosen by a PostgreSQL advisory lock.
+
+Like buildbot's ClusteredBuildbotService: every region process tries to take
+a session-level advisory lock on a connection of its own; the holder runs
+the job.  If that connection fails the holder assumes it has lost the lock
+(PostgreSQL released it when the session ended) and stops the job at once;
+every process keeps trying, so another takes over within `interval`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from regiond.db import Database
+
+__all__ = ["Leadership"]
+
+log = Logger()
+
+
+@attrs.define(eq=False)
+class Leadership(Service):
+    reactor: Any
+    dsn: str = attrs.field(repr=False)
+    key: int
+    name: str
+    on_gain: Callable[[], None]
+    on_loss: Callable[[], None]
+    interval: float = 10.0
+    leader: bool = attrs.field(init=False, default=False)
+    _db: Database | None = attrs.field(init=False, default=None)
+    _loop: LoopingCall | None = attrs.field(init=False, default=None)
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        self._loop = LoopingCall(lambda: Deferred.fromCoroutine(self.check()))
+        self._loop.clock = self.reactor
+        self._loop.start(self.interval, now=True).addErrback(lambda f: log.failure("Leadership loop for {name} stopped", f, name=self.name))
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        return Deferred.fromCoroutine(self._resign())
+
+    async def check(self) -> bool:
+        """Take the lock if free, or confirm we still hold it; act on any change."""
+        try:
+            if self._db is None:
+                self._db = await Database.connect(self.reactor, self.dsn, size=1)
+            if self.leader:
+                await self._db.fetchone("SELECT 1 AS alive")
+            else:
+                row = await self._db.fetchone("SELECT pg_try_advisory_lock(%s) AS got", (self.key,))
+                if row and row["got"]:
+                    self.leader = True
+                    log.info("This region process now runs {name}", name=self.name)
+                    self.on_gain()
+        except Exception as e:
+            log.warn("Leadership check for {name} failed ({error}); assuming the lock is lost", name=self.name, error=str(e))
+            await self._lose()
+        return self.leader
+
+    async def _lose(self) -> None:
+        if self.leader:
+            self.leader = False
+            self.on_loss()
+        if self._db is not None:
+            db, self._db = self._db, None
+            try:
+                await db.close()
+            except Exception:
+                pass
+
+    async def _resign(self) -> None:
+        if self.leader and self._db is not None:
+            try:
+                await self._db.fetchone("SELECT pg_advisory_unlock(%s) AS done", (self.key,))
+            except Exception:
+                pass
+        await self._lose()
