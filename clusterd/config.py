@@ -8,6 +8,11 @@ Example::
     secret_file: /var/lib/outpost/cluster/secret   # default <state_dir>/secret
     regions:                           # any region process's API URL; the rest are discovered
       - http://region.example:5240/
+    maas:                              # this site's MAAS (optional; see clusterd.maas.config)
+      url: http://maas.example:5240/MAAS/
+      api_key_file: /etc/outpost/maas.key
+    simulate:                          # instead of a real MAAS: a simulated one in this process
+      maas: {machines: 20, seed: 0, speed: 1.0}
 """
 
 from __future__ import annotations
@@ -19,7 +24,19 @@ from typing import Any
 
 import attrs
 
-from outpost.config import ConfigError, Field, http_url, list_of, load_section, optional, parse_yaml, string
+from clusterd.maas.config import MAASConfig, parse_maas_config
+from outpost.config import (
+    ConfigError,
+    Field,
+    http_url,
+    int_between,
+    list_of,
+    load_section,
+    optional,
+    parse_yaml,
+    positive_float,
+    string,
+)
 
 __all__ = ["ClusterConfig", "load_config", "ConfigError"]
 
@@ -43,11 +60,21 @@ def _path(value: Any) -> Path:
 
 
 @attrs.frozen
+class SimulatedMAAS:
+    machines: int = 20
+    seed: int = 0
+    #: Multiplies the simulator's transition durations (0.1: ten times faster).
+    speed: float = 1.0
+
+
+@attrs.frozen
 class ClusterConfig:
     regions: tuple[str, ...]
     name: str = attrs.field(factory=default_name)
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     secret_file: Path | None = None
+    maas: MAASConfig | None = None
+    simulate_maas: SimulatedMAAS | None = None
 
     @property
     def secret_path(self) -> Path:
@@ -71,9 +98,25 @@ def load_config(text: str, overrides: dict[str, Any] | None = None) -> ClusterCo
             Field("name", cluster_name, None),
             Field("state_dir", _path, Path(DEFAULT_STATE_DIR)),
             Field("secret_file", optional(_path), None),
+            Field("maas", lambda v: v, None),
+            Field("simulate", lambda v: v, None),
         ],
         problems,
     )
+    maas = parse_maas_config(values["maas"], problems)
+    simulate_maas = None
+    simulate = load_section(values["simulate"], "simulate", [Field("maas", lambda v: v, None)], problems)
+    if simulate["maas"] is not None:
+        sim = load_section(
+            simulate["maas"] if simulate["maas"] is not True else {},
+            "simulate.maas",
+            [Field("machines", int_between(0, 100_000), 20), Field("seed", int_between(0, 2**31), 0),
+             Field("speed", positive_float, 1.0)],
+            problems,
+        )
+        simulate_maas = SimulatedMAAS(**sim)
+        if values["maas"] is not None:
+            problems.append("simulate.maas: a cluster has a real MAAS (maas:) or a simulated one, not both")
     if problems:
         raise ConfigError(problems)
     return ClusterConfig(
@@ -81,4 +124,6 @@ def load_config(text: str, overrides: dict[str, Any] | None = None) -> ClusterCo
         name=values["name"] or default_name(),
         state_dir=values["state_dir"],
         secret_file=values["secret_file"],
+        maas=maas,
+        simulate_maas=simulate_maas,
     )

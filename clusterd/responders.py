@@ -1,11 +1,66 @@
-"""The cluster's own responders (the handshake and Ping live in rpc.protocol)."""
+"""The cluster's responders: a few lines each, calling the cluster's domain services."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet.defer import Deferred
 from twisted.protocols import amp
+
+from clusterd.machines import MachineWork
+from rpc import cluster as commands
 
 __all__ = ["ClusterResponders"]
 
 
+def _run(coroutine: Any) -> Deferred[Any]:
+    return Deferred.fromCoroutine(coroutine)
+
+
 class ClusterResponders(amp.CommandLocator):
-    """Commands from `rpc.cluster` beyond the common ones are answered here as they are added."""
+    def __init__(self, machines: MachineWork) -> None:
+        self._machines = machines
+
+    @commands.ListMachines.responder
+    def list_machines(self, filters: Any) -> Deferred[Any]:
+        return _run(self._machines.list_machines(filters))
+
+    @commands.GetMachines.responder
+    def get_machines(self, system_ids: Any) -> Deferred[Any]:
+        return _run(self._machines.get_machines(system_ids))
+
+    @commands.PowerMachine.responder
+    def power_machine(self, system_id: str, action: str, stop_mode: str, request_id: str) -> dict[str, Any]:
+        return self._machines.start_power(system_id, action, stop_mode, request_id)
+
+    @commands.QueryPowerStates.responder
+    def query_power_states(self, system_ids: Any) -> Deferred[Any]:
+        return _run(self._machines.query_power_states(system_ids))
+
+    @commands.CommissionMachine.responder
+    def commission(self, system_id: str, options: Any) -> Deferred[Any]:
+        return _run(self._machines.commission(system_id, options))
+
+    @commands.DeployMachine.responder
+    def deploy(self, system_id: str, options: Any) -> Deferred[Any]:
+        return _run(self._machines.deploy(system_id, options))
+
+    @commands.ReleaseMachine.responder
+    def release(self, system_id: str, options: Any) -> Deferred[Any]:
+        return _run(self._machines.release(system_id, options))
+
+    @commands.ListNetworks.responder
+    def list_networks(self) -> Deferred[Any]:
+        return _run(self._machines.list_networks())
+
+    @commands.ListZones.responder
+    def list_zones(self) -> Deferred[Any]:
+        return _run(self._machines.list_zones())
+
+    @commands.ListPools.responder
+    def list_pools(self) -> Deferred[Any]:
+        return _run(self._machines.list_pools())
+
+    @commands.TestMAASConnection.responder
+    def test_maas_connection(self) -> Deferred[Any]:
+        return _run(self._machines.test_connection())

@@ -10,13 +10,15 @@ from twisted.python import usage
 
 from clusterd.config import load_config
 from clusterd.connector import RegionConnector
+from clusterd.machines import MachineWork
 from clusterd.responders import ClusterResponders
+from clusterd.site import SiteService
 from clusterd.state import load_or_create_uuid
 from outpost import __version__
 from outpost.config import ConfigError, read_config_file
 from outpost.secret import SecretError, load_secret
 
-CAPABILITIES = ("rpc/1",)
+CAPABILITIES = ("rpc/1", "maas/1")
 
 
 class Options(usage.Options):
@@ -62,7 +64,10 @@ def makeService(options: Options) -> IService:  # noqa: N802
     crochet.no_setup()  # twistd owns the reactor
     config = options["parsed"]
     top = MultiService()
-    RegionConnector(
+    # Each refers to the other only when called, after both exist.
+    machines = MachineWork(reactor, None, region=lambda: connector.getClient())
+    SiteService(reactor, config, machines).setServiceParent(top)
+    connector = RegionConnector(
         reactor=reactor,
         region_urls=config.regions,
         secret=options["secret"],
@@ -70,6 +75,7 @@ def makeService(options: Options) -> IService:  # noqa: N802
         name=config.name,
         version=__version__,
         capabilities=CAPABILITIES,
-        locator_factory=lambda proto: ClusterResponders(),
-    ).setServiceParent(top)
+        locator_factory=lambda proto: ClusterResponders(machines),
+    )
+    connector.setServiceParent(top)
     return top

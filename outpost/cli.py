@@ -18,13 +18,15 @@ unavailable (including timeouts); 5 authentication or permission refused.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import crochet
 
@@ -207,6 +209,120 @@ def cmd_clusters_ping(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _machine_path(args: argparse.Namespace) -> str:
+    return f"/api/v1/machines/{quote(args.cluster, safe='')}/{quote(args.system_id, safe='')}"
+
+
+def _machine_rows(items: list[dict[str, Any]]) -> str:
+    return table(
+        [(m["cluster_name"], m["system_id"], m["hostname"], m["status"], m["power_state"], m["zone"], m["pool"], ",".join(m["tags"])) for m in items],
+        ["CLUSTER", "SYSTEM_ID", "HOSTNAME", "STATUS", "POWER", "ZONE", "POOL", "TAGS"],
+    )
+
+
+def cmd_machines_list(args: argparse.Namespace) -> int:
+    query = [(name, value) for name in ("status", "cluster", "tags", "hostname", "zone", "pool") for value in getattr(args, name) or []]
+    if args.missing:
+        query.append(("missing", "true"))
+    items: list[dict[str, Any]] = []
+    page = 1
+    while True:
+        data = api(args, "GET", "/api/v1/machines?" + urlencode([*query, ("page", page), ("page_size", 1000)]))
+        items += data["items"]
+        if len(items) >= data["total"] or not data["items"]:
+            break
+        page += 1
+    emit(args, items, _machine_rows(items))
+    return EXIT_OK
+
+
+def cmd_machines_show(args: argparse.Namespace) -> int:
+    data = api(args, "GET", _machine_path(args))
+    emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+    return EXIT_OK
+
+
+def _wait_for_outcome(args: argparse.Namespace, request_id: str, event_type: str) -> dict[str, Any]:
+    deadline = time.monotonic() + args.wait_timeout
+    while time.monotonic() < deadline:
+        data = api(args, "GET", "/api/v1/events?" + urlencode({"request_id": request_id, "type": event_type}))
+        if data["items"]:
+            return data["items"][-1]
+        time.sleep(1)  # the admin command is a blocking client; it polls the region
+    raise CommandError(f"no outcome for request {request_id} within {args.wait_timeout:g}s", EXIT_UNAVAILABLE)
+
+
+def cmd_machines_power(args: argparse.Namespace) -> int:
+    data = api(args, "POST", _machine_path(args) + "/power", body={"action": args.action, "stop_mode": args.stop_mode})
+    if args.wait:
+        event = _wait_for_outcome(args, data["request_id"], "machine.power")
+        data = {**data, "outcome": event["outcome"], "state": event["data"].get("state"), "error": event["data"].get("error")}
+        emit(args, data, f"power {args.action}: {data['outcome']} (now {data['state']}) {data['error'] or ''}".rstrip())
+        return EXIT_OK if data["outcome"] == "ok" else EXIT_ERROR
+    emit(args, data, f"power {args.action} accepted (request {data['request_id']})")
+    return EXIT_OK
+
+
+def cmd_machines_deploy(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {}
+    if args.distro_series:
+        body["distro_series"] = args.distro_series
+    if args.hwe_kernel:
+        body["hwe_kernel"] = args.hwe_kernel
+    if args.user_data_file:
+        body["user_data"] = base64.b64encode(Path(args.user_data_file).read_bytes()).decode("ascii")
+    data = api(args, "POST", _machine_path(args) + "/deploy", body=body)
+    emit(args, data, f"deploying {data['machine']['hostname']} (request {data['request_id']})")
+    return EXIT_OK
+
+
+def cmd_machines_release(args: argparse.Namespace) -> int:
+    body = {k: True for k in ("erase", "secure_erase", "quick_erase") if getattr(args, k)}
+    data = api(args, "POST", _machine_path(args) + "/release", body=body)
+    emit(args, data, f"releasing {data['machine']['hostname']} (request {data['request_id']})")
+    return EXIT_OK
+
+
+def cmd_machines_sync(args: argparse.Namespace) -> int:
+    data = api(args, "POST", "/api/v1/sync", body={})
+    emit(args, data, "inventory sync started; outcomes are recorded as maas.sync events")
+    return EXIT_OK
+
+
+def progress(done: int, total: int, label: str) -> None:
+    """A one-line progress bar on stderr, for people (not scripts or pipes)."""
+    if not sys.stderr.isatty() or total == 0:
+        return
+    width = 30
+    filled = width * done // total
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label}")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def cmd_machines_power_query(args: argparse.Namespace) -> int:
+    """Fleet-wide power query, one cluster at a time so progress can be shown."""
+    clusters = [c for c in api(args, "GET", "/api/v1/clusters?page_size=1000")["items"] if not args.cluster or c["name"] in args.cluster or c["uuid"] in args.cluster]
+    results: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    for index, cluster in enumerate(clusters):
+        progress(index, len(clusters), "clusters")
+        machines = api(args, "GET", "/api/v1/machines?" + urlencode({"cluster": cluster["uuid"], "page_size": 1000}))["items"]
+        if machines:
+            refs = [{"cluster": cluster["uuid"], "system_id": m["system_id"]} for m in machines]
+            answer = api(args, "POST", "/api/v1/machines/power-query", body={"machines": refs, "timeout": args.timeout})
+            results += answer["results"]
+            failures += answer["failures"]
+    progress(len(clusters), len(clusters), "clusters")
+    names = {c["uuid"]: c["name"] for c in clusters}
+    human = table([(names.get(r["cluster"], r["cluster"]), r["system_id"], r["state"], r.get("error", "")) for r in results], ["CLUSTER", "SYSTEM_ID", "STATE", "ERROR"])
+    if failures:
+        human += "\n\nfailed clusters:\n" + table([(names.get(f["cluster"], f["cluster"]), f["status"], f["error"]) for f in failures], ["CLUSTER", "STATUS", "ERROR"])
+    emit(args, {"results": results, "failures": failures}, human)
+    return EXIT_OK if not failures else EXIT_UNAVAILABLE
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     health = api(args, "GET", "/api/v1/health", auth=False)
     data = api(args, "GET", "/api/v1/clusters?page_size=1000")
@@ -255,6 +371,42 @@ def parser() -> argparse.ArgumentParser:
     ping.set_defaults(func=cmd_clusters_ping)
 
     sub.add_parser("status", help="region health and cluster counts").set_defaults(func=cmd_status)
+
+    machines = sub.add_parser("machines", help="MAAS machines across every site")
+    msub = machines.add_subparsers(dest="machines_command", required=True, metavar="ACTION")
+    listing = msub.add_parser("list", help="list machines (filters repeat)")
+    for name in ("status", "cluster", "tags", "hostname", "zone", "pool"):
+        listing.add_argument(f"--{name}", action="append", help=f"only machines with this {name}")
+    listing.add_argument("--missing", action="store_true", help="include machines MAAS no longer lists")
+    listing.set_defaults(func=cmd_machines_list)
+
+    def machine_parser(name: str, help: str) -> argparse.ArgumentParser:
+        p = msub.add_parser(name, help=help)
+        p.add_argument("cluster", help="cluster uuid or name")
+        p.add_argument("system_id")
+        return p
+
+    machine_parser("show", "one machine").set_defaults(func=cmd_machines_show)
+    power = machine_parser("power", "power on, off or cycle (off, verify, on, verify)")
+    power.add_argument("action", choices=["on", "off", "cycle"])
+    power.add_argument("--stop-mode", choices=["hard", "soft"], default="hard")
+    power.add_argument("--wait", action="store_true", help="wait for the outcome")
+    power.add_argument("--wait-timeout", type=float, default=330.0)
+    power.set_defaults(func=cmd_machines_power)
+    deploy = machine_parser("deploy", "deploy a machine")
+    deploy.add_argument("--distro-series")
+    deploy.add_argument("--hwe-kernel")
+    deploy.add_argument("--user-data-file", help="cloud-init user data (sent base64)")
+    deploy.set_defaults(func=cmd_machines_deploy)
+    release = machine_parser("release", "release a machine")
+    for flag in ("erase", "secure-erase", "quick-erase"):
+        release.add_argument(f"--{flag}", action="store_true")
+    release.set_defaults(func=cmd_machines_release)
+    msub.add_parser("sync", help="run an inventory sync of every site now").set_defaults(func=cmd_machines_sync)
+    query = msub.add_parser("power-query", help="query every machine's power state, site by site (progress on a terminal)")
+    query.add_argument("--cluster", action="append", help="only these clusters (uuid or name)")
+    query.add_argument("--timeout", type=float, default=30.0)
+    query.set_defaults(func=cmd_machines_power_query)
     return top
 
 

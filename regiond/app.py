@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+from twisted.logger import Logger
 
 from outpost import __version__
 from regiond.api.events import EventsAPI
@@ -35,6 +36,8 @@ from regiond.tokens import TokenStore
 from rpc.protocol import REGION, RPCFactory, RPCProtocol
 
 __all__ = ["RegionApp"]
+
+log = Logger()
 
 
 @attrs.define
@@ -71,7 +74,15 @@ class RegionApp:
 
     def attach_process(self, process_id: int) -> None:
         self.process_id = process_id
-        self.registrar = ClusterRegistrar(self.registry, self.clusters, self.processes, process_id)
+        self.registrar = ClusterRegistrar(
+            self.registry, self.clusters, self.processes, process_id, on_registered=self._registered
+        )
+
+    def _registered(self, uuid: str) -> None:
+        # A cluster that (re)connects gets its inventory synced at once, as
+        # MAAS does for a rack controller, rather than at the next full sync.
+        if self.registry.connection_count(uuid) == 1:
+            self.sync.sync_cluster(uuid).addErrback(lambda f: log.failure("Sync of {uuid} on connect failed", f, uuid=uuid))
 
     def routes(self) -> list[Route]:
         assert self.process_id is not None, "attach_process() first"

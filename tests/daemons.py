@@ -150,12 +150,18 @@ def make_region(base: Path, **extra_config: Any) -> Region:
     )
 
 
-def make_cluster(base: Path, name: str, region: Region) -> Daemon:
+def make_cluster(base: Path, name: str, region: Region, simulate_maas: dict[str, Any] | None = None) -> Daemon:
+    """A clusterd for `region`; with `simulate_maas` (e.g. {"machines": 8}) it runs a simulated MAAS in-process."""
     directory = base / name
     directory.mkdir(exist_ok=True)
+    config: list[str] = []
+    if simulate_maas is not None:
+        path = base / f"{name}.yaml"
+        path.write_text(json.dumps({"simulate": {"maas": {"speed": 0.02, **simulate_maas}}}))
+        config = ["--config", str(path)]
     return Daemon(
         name=name,
-        argv=[TWISTD, "-n", "--pidfile=", "clusterd", "--region", region.url + "/", "--name", name,
+        argv=[TWISTD, "-n", "--pidfile=", "clusterd", *config, "--region", region.url + "/", "--name", name,
               "--state-dir", str(directory), "--secret-file", str(region.secret)],
         log=base / f"{name}.log",
     )

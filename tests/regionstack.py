@@ -112,9 +112,12 @@ class RegionStack:
         """Every connection the region's RPC listener accepted."""
         return list(self._region_side)
 
-    async def dial(self, secret: bytes = SECRET) -> RPCProtocol:
+    async def dial(self, secret: bytes = SECRET, locator: Any = None) -> RPCProtocol:
         """A cluster-role RPC connection to the region, authenticated, not registered."""
-        factory = RPCFactory(secret=secret, role=CLUSTER, clock=_reactor(), ident="test-cluster")
+        factory = RPCFactory(
+            secret=secret, role=CLUSTER, clock=_reactor(), ident="test-cluster",
+            locator_factory=None if locator is None else (lambda proto: locator),
+        )
         endpoint = TCP4ClientEndpoint(_reactor(), self.rpc_host, self.rpc_port, timeout=5)
         proto: RPCProtocol = await endpoint.connect(factory)
         self._cluster_side.append(proto)
@@ -129,6 +132,7 @@ class RegionStack:
         *,
         version: str = "0.1",
         capabilities: list[str] | None = None,
+        locator: Any = None,
     ) -> RPCProtocol:
         """
         Dial in as cluster `uuid`, authenticate and RegisterCluster; returns
@@ -136,7 +140,7 @@ class RegionStack:
         to disconnect it).  When this returns the region has recorded the
         connection and routes calls for `uuid` to it.
         """
-        proto = await self.dial(secret)
+        proto = await self.dial(secret, locator)
         await proto.call(
             RegisterCluster, uuid=uuid, name=name, version=version, capabilities=list(capabilities or []), timeout=10
         )

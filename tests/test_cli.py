@@ -25,7 +25,7 @@ def run(*args: str, **kw: Any) -> subprocess.CompletedProcess:
 async def live():
     base = state_dir()
     region = make_region(base)
-    cluster = make_cluster(base, "cli-site", region)
+    cluster = make_cluster(base, "cli-site", region, simulate_maas={"machines": 5, "seed": 3})
     region.start()
     try:
         await region.wait_healthy()
@@ -37,6 +37,12 @@ async def live():
             return body["items"] if code == 200 and body["total"] == 1 else None
 
         items = await eventually(registered, 30, "the cluster to register")
+
+        async def synced() -> Any:
+            code, body = await api_get(region, "/api/v1/machines", token)
+            return code == 200 and body["total"] == 5
+
+        await eventually(synced, 30, "the first inventory sync")
         yield {"region": region, "token": token, "uuid": items[0]["uuid"], "base": base}
     finally:
         await cluster.stop()
@@ -110,7 +116,8 @@ async def test_token_lifecycle_through_the_database(live) -> None:
     assert again.returncode == cli.EXIT_NOT_FOUND
 
 
-@pytest.mark.parametrize("argv", [[], ["token"], ["token", "create"], ["clusters"], ["clusters", "ping"], ["status"]])
+@pytest.mark.parametrize("argv", [[], ["token"], ["token", "create"], ["clusters"], ["clusters", "ping"], ["status"],
+                                  ["machines"], ["machines", "list"], ["machines", "power"], ["machines", "power-query"]])
 def test_every_level_has_help(argv: list[str]) -> None:
     result = run(*argv, "--help")
     assert result.returncode == 0 and "usage:" in result.stdout
@@ -137,3 +144,34 @@ def test_token_comes_from_flag_then_environment_then_a_private_file(tmp_path: Pa
 
 def test_table_aligns_columns() -> None:
     assert cli.table([("a", 1), ("bbb", None)], ["X", "YY"]) == "X    YY\na    1\nbbb"
+
+
+@pytest_twisted.ensureDeferred
+async def test_machines_list_show_power_and_power_query(live) -> None:
+    listed = await outpost(live, "--json", "machines", "list")
+    assert listed.returncode == 0, listed.stderr
+    machines = json.loads(listed.stdout)
+    assert len(machines) == 5
+    table = await outpost(live, "machines", "list", "--cluster", "cli-site")
+    assert table.stdout.splitlines()[0].split()[:4] == ["CLUSTER", "SYSTEM_ID", "HOSTNAME", "STATUS"]
+    ready = [m for m in machines if m["status"] == "Ready"]
+    target = ready[0]["system_id"]
+    shown = await outpost(live, "--json", "machines", "show", "cli-site", target)
+    assert json.loads(shown.stdout)["system_id"] == target
+    # MAAS refuses to power on a machine nobody has allocated: the outcome says so, and the exit code is 1.
+    refused = await outpost(live, "--json", "machines", "power", "cli-site", target, "on", "--wait", "--wait-timeout", "60")
+    assert refused.returncode == cli.EXIT_ERROR, refused.stdout
+    outcome = json.loads(refused.stdout)
+    assert outcome["outcome"] == "failed" and "allocated" in outcome["error"]
+    accepted = await outpost(live, "machines", "power", "cli-site", target, "off")
+    assert accepted.returncode == 0 and "accepted" in accepted.stdout
+    queried = await outpost(live, "--json", "machines", "power-query")
+    assert queried.returncode == 0, queried.stderr
+    answer = json.loads(queried.stdout)
+    assert len(answer["results"]) == 5 and answer["failures"] == []
+    missing = await outpost(live, "machines", "show", "cli-site", "nosuch")
+    assert missing.returncode == cli.EXIT_NOT_FOUND
+    bad = await outpost(live, "machines", "power", "nosuch-site", target, "on")
+    assert bad.returncode == cli.EXIT_NOT_FOUND
+    synced = await outpost(live, "machines", "sync")
+    assert synced.returncode == 0

@@ -225,7 +225,10 @@ class MachinesAPI:
         signature = request.headers.get(SIGNATURE_HEADER.lower(), "")
         expected = "sha256=" + hmac.new(self.webhook_secret, request.raw_body, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(signature.encode("latin-1", "replace"), expected.encode("ascii")):
-            raise errors.Unauthorized(f"missing or wrong {SIGNATURE_HEADER} signature")
+            raise errors.Unauthorized(
+                f"missing or wrong {SIGNATURE_HEADER} signature",
+                headers={"WWW-Authenticate": f'Signature header="{SIGNATURE_HEADER}", algorithm="hmac-sha256"'},
+            )
         cluster = await self._cluster(request.params["cluster"])
         body = read_body(request, {
             "type": (one_of("MACHINE_STATUS_CHANGED", "MACHINE_DEPLOYED", "MACHINE_RELEASED", "MACHINE_POWER_CHANGED"), None),

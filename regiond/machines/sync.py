@@ -25,7 +25,8 @@ from regiond import events
 from regiond.machines.store import MachineStore
 from regiond.rpc.registry import ConnectionRegistry
 from rpc import cluster as commands
-from rpc.gather import gather
+from rpc.errors import NoConnectionsAvailable
+from rpc.gather import Outcome, Status, gather
 
 __all__ = ["InventorySync", "SyncLoops", "DEFAULT_SYNC_INTERVAL", "DEFAULT_TRANSITIONAL_INTERVAL"]
 
@@ -64,12 +65,22 @@ class InventorySync:
             else:
                 waiter.callback(result)
 
-    async def _sync(self) -> dict[str, Any]:
-        clients = self.registry.getAllClients()
+    def sync_cluster(self, uuid: str) -> Deferred[dict[str, Any]]:
+        """Sync one cluster now (e.g. when it connects), without waiting for the next full sync."""
+        return Deferred.fromCoroutine(self._sync(only=uuid))
+
+    async def _sync(self, only: str | None = None) -> dict[str, Any]:
+        clients = [c for c in self.registry.getAllClients() if only is None or c.ident == only]
         calls = {c.ident: partial(c, commands.ListMachines, filters={}, timeout=self.timeout) for c in clients}
         started = self.clock.seconds()
         report: dict[str, Any] = {"clusters": {}, "started": started}
-        for outcome in await gather(calls, self.timeout, self.clock):
+        outcomes = await gather(calls, self.timeout, self.clock)
+        absent = []
+        if only is None:
+            known = await self.store.db.fetch("SELECT uuid::text AS uuid FROM clusters")
+            absent = [Outcome(r["uuid"], Status.UNAVAILABLE, failure=Failure(NoConnectionsAvailable("not connected")))
+                      for r in known if r["uuid"] not in calls]
+        for outcome in [*outcomes, *absent]:
             cluster = str(outcome.key)
             finished = self.clock.seconds()
             if outcome.ok:

@@ -6,7 +6,7 @@ that connection goes: the database record, the event, and the registry.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredList
@@ -49,6 +49,8 @@ class ClusterRegistrar:
     process_id: int
     _registered: dict[RPCProtocol, tuple[str, int]] = attrs.field(factory=dict)
     _pending: set[Deferred[None]] = attrs.field(factory=set)
+    #: Called with a cluster's uuid each time it registers a connection here.
+    on_registered: Callable[[str], object] | None = None
 
     async def register(self, connection: RPCProtocol, uuid: str, name: str, version: str, capabilities: Any) -> dict[str, Any]:
         problems = check_registration(name, version, capabilities)
@@ -67,6 +69,8 @@ class ClusterRegistrar:
         self.registry.add(uuid, connection)
         connection.when_closed().addCallback(lambda _: self._lost(connection))
         log.info("Cluster {name} ({uuid}) connected from {peer}", name=name, uuid=uuid, peer=peer)
+        if self.on_registered is not None:
+            self.on_registered(uuid)
         return {}
 
     def cluster_of(self, connection: RPCProtocol) -> str:
