@@ -2,7 +2,8 @@
 ``make run``: the whole system on its embedded default, in the foreground.
 
 Starts ``twistd regiond`` (which creates and runs a private PostgreSQL in
-its state directory) and one ``twistd clusterd``, waits for the cluster to
+its state directory) and one ``twistd clusterd`` with a simulated MAAS of
+20 machines in its process, waits for the cluster to
 register, makes an admin token and prints, each on a line of its own::
 
     API: http://127.0.0.1:5240/api/
@@ -87,9 +88,11 @@ def main() -> int:
                 return json.load(r)["status"] == "ok"
 
         wait_until(healthy, 60, "the region", procs)
+        cluster_yaml = state / "cluster.yaml"
+        cluster_yaml.write_text("simulate:\n  maas: {machines: 20, seed: 1, speed: 0.1}\n")
         cluster_log = open(state / "clusterd.log", "ab")
         procs.append(subprocess.Popen(
-            [*twistd, "-n", "--pidfile=", "clusterd", "--region", base + "/", "--name", "sim-1",
+            [*twistd, "-n", "--pidfile=", "clusterd", "--config", str(cluster_yaml), "--region", base + "/", "--name", "sim-1",
              "--state-dir", str(state / "cluster"), "--secret-file", str(state / "region" / "secret")],
             env=env, stdout=cluster_log, stderr=subprocess.STDOUT, cwd=state))
         print(f"clusterd starting (log: {state / 'clusterd.log'})", flush=True)
@@ -104,7 +107,8 @@ def main() -> int:
                 return json.load(r)["total"] > 0
 
         wait_until(cluster_connected, 60, "the cluster to register", procs)
-        print("Outpost is running: one region (embedded PostgreSQL) and one cluster. Ctrl-C stops it.")
+        print("Outpost is running: one region (embedded PostgreSQL) and one cluster with a simulated MAAS"
+              " of 20 machines. Ctrl-C stops it.")
         print(f"API: {base}/api/")
         print(f"TOKEN: {token}", flush=True)
         while all(p.poll() is None for p in procs):
