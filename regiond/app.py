@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from outpost import __version__
@@ -75,7 +76,12 @@ class RegionApp:
     def attach_process(self, process_id: int) -> None:
         self.process_id = process_id
         self.registrar = ClusterRegistrar(
-            self.registry, self.clusters, self.processes, process_id, on_registered=self._registered
+            self.registry, self.clusters, self.processes, process_id, on_registered=self._registered, on_lost=self._lost
+        )
+
+    def _lost(self, uuid: str) -> None:
+        Deferred.fromCoroutine(self.machine_service.cluster_lost(uuid)).addErrback(
+            lambda f: log.failure("Recording interrupted actions of {uuid} failed", f, uuid=uuid)
         )
 
     def _registered(self, uuid: str) -> None:

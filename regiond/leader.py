@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -37,6 +37,7 @@ class Leadership(Service):
     leader: bool = attrs.field(init=False, default=False)
     _db: Database | None = attrs.field(init=False, default=None)
     _loop: LoopingCall | None = attrs.field(init=False, default=None)
+    _lock: DeferredLock = attrs.field(init=False, factory=DeferredLock)
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
@@ -52,6 +53,11 @@ class Leadership(Service):
 
     async def check(self) -> bool:
         """Take the lock if free, or confirm we still hold it; act on any change."""
+        # One check at a time: two at once could each open a session, and
+        # the lock would be held by the one we then forget.
+        return await self._lock.run(lambda: Deferred.fromCoroutine(self._check()))
+
+    async def _check(self) -> bool:
         try:
             if self._db is None:
                 self._db = await Database.connect(self.reactor, self.dsn, size=1)
@@ -80,6 +86,9 @@ class Leadership(Service):
                 pass
 
     async def _resign(self) -> None:
+        await self._lock.run(lambda: Deferred.fromCoroutine(self._release()))
+
+    async def _release(self) -> None:
         if self.leader and self._db is not None:
             try:
                 await self._db.fetchone("SELECT pg_advisory_unlock(%s) AS done", (self.key,))

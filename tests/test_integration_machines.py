@@ -91,9 +91,20 @@ async def test_sync_deploy_power_cycle_webhook_and_a_killed_cluster() -> None:
         code, body, _ = await api_post(region, "/api/v1/machines/power-query", token, {"timeout": 20})
         assert code == 200 and body["failures"] == [] and len(body["results"]) == 20
 
-        # West is killed: its machines stay listed, calls to it fail fast with 503.
+        # West is killed in the middle of a power action: the action is
+        # recorded as interrupted, its machines stay listed, and calls to it
+        # fail fast with 503.
         west_machine = next(m for m in inventory["items"] if m["cluster_name"] == "west")
+        code, body, _ = await api_post(region, f"/api/v1/machines/west/{west_machine['system_id']}/power", token, {"action": "off"})
+        assert code == 202, body
         west.kill()
+
+        async def interrupted() -> Any:
+            done = [e for e in await events_for(region, token, body["request_id"]) if e["type"] == "machine.power"]
+            return done[0] if done else None
+
+        lost = await eventually(interrupted, 15, "the interrupted power action to be recorded")
+        assert lost["outcome"] == "interrupted"
 
         async def west_gone() -> bool:
             code, body = await api_get(region, "/api/v1/clusters?name=west", token)

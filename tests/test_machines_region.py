@@ -174,3 +174,20 @@ async def test_power_query_fans_out_and_separates_failures(region_stack: RegionS
     assert states == {"a1": "on", "a2": "off"}
     assert answer["failures"] == [{"cluster": C2, "status": "unavailable", "error": answer["failures"][0]["error"], "machines": 1}]
     assert (await app.machines.get(C1, "a1"))["power_state"] == "on"
+
+
+@pytest_twisted.ensureDeferred
+async def test_power_actions_are_interrupted_when_their_cluster_goes(region_stack: RegionStack) -> None:
+    app = region_stack.app
+    cluster = await connect(region_stack, C1, "one", FakeSite([summary("a1")]))
+    await eventually(lambda: _total(app, 1))
+    started = await app.machine_service.power(C1, "a1", "off", "hard", "token:1")
+    cluster.transport.loseConnection()
+
+    async def interrupted() -> bool:
+        rows = await region_stack.db.fetch(
+            "SELECT outcome FROM events WHERE type = 'machine.power' AND data->>'request_id' = %s", (started["request_id"],)
+        )
+        return [r["outcome"] for r in rows] == ["interrupted"]
+
+    await eventually(interrupted)

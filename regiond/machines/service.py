@@ -50,6 +50,8 @@ class MachineService:
     db: Database
     registry: ConnectionRegistry
     store: MachineStore
+    #: Power actions accepted through this process and not yet reported: cluster → request_id → (system_id, action).
+    _pending: dict[str, dict[str, tuple[str, str]]] = attrs.field(factory=dict)
 
     async def _client(self, cluster_uuid: str) -> Any:
         return await self.registry.getClientFor(cluster_uuid, timeout=0)
@@ -69,6 +71,7 @@ class MachineService:
         client = await self._client(cluster_uuid)
         answer = await client(commands.PowerMachine, system_id=system_id, action=action, stop_mode=stop_mode,
                               request_id=request_id, timeout=ACTION_TIMEOUT)
+        self._pending.setdefault(cluster_uuid, {})[request_id] = (system_id, action)
         await events.record(self.db, "machine.power.requested", actor=actor, cluster_uuid=cluster_uuid, subject=system_id,
                             outcome="accepted", data={"action": action, "stop_mode": stop_mode, "request_id": request_id, "joined": answer["joined"]})
         return {"request_id": request_id, "action": action, "joined": answer["joined"], "status": "accepted"}
@@ -93,10 +96,22 @@ class MachineService:
     # -- reports from clusters -----------------------------------------------
 
     async def power_outcome(self, cluster_uuid: str, system_id: str, action: str, request_id: str, outcome: str, state: str, error: str) -> None:
+        self._pending.get(cluster_uuid, {}).pop(request_id, None)
         if state:
             await self.store.apply_update(cluster_uuid, system_id, {"power_state": state}, source="power", request_id=request_id)
         await events.record(self.db, "machine.power", actor=f"cluster:{cluster_uuid}", cluster_uuid=cluster_uuid, subject=system_id,
                             outcome=outcome, data={"action": action, "state": state, "error": error, "request_id": request_id})
+
+    async def cluster_lost(self, cluster_uuid: str) -> None:
+        """
+        The cluster's last connection to this process went: its power actions
+        accepted here are recorded as interrupted (a later report, if the
+        cluster survived, is recorded too).
+        """
+        for request_id, (system_id, action) in self._pending.pop(cluster_uuid, {}).items():
+            await events.record(self.db, "machine.power", actor="region", cluster_uuid=cluster_uuid, subject=system_id,
+                                outcome="interrupted", data={"action": action, "request_id": request_id,
+                                                             "error": "the cluster disconnected before reporting the outcome"})
 
     async def cluster_event(self, cluster_uuid: str, type: str, subject: str, outcome: str, data: Any) -> None:
         await events.record(self.db, f"cluster.{type}", actor=f"cluster:{cluster_uuid}", cluster_uuid=cluster_uuid,

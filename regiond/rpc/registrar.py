@@ -51,6 +51,8 @@ class ClusterRegistrar:
     _pending: set[Deferred[None]] = attrs.field(factory=set)
     #: Called with a cluster's uuid each time it registers a connection here.
     on_registered: Callable[[str], object] | None = None
+    #: Called with a cluster's uuid when its last connection here goes.
+    on_lost: Callable[[str], object] | None = None
 
     async def register(self, connection: RPCProtocol, uuid: str, name: str, version: str, capabilities: Any) -> dict[str, Any]:
         problems = check_registration(name, version, capabilities)
@@ -84,6 +86,8 @@ class ClusterRegistrar:
         uuid, connection_id = self._registered.pop(connection)
         self.registry.remove(uuid, connection)
         log.info("Cluster {uuid} disconnected ({peer})", uuid=uuid, peer=connection.peer_name)
+        if self.on_lost is not None and self.registry.connection_count(uuid) == 0:
+            self.on_lost(uuid)
         d = Deferred.fromCoroutine(self.clusters.disconnected(connection_id, uuid, connection.peer_name))
         d.addErrback(lambda f: log.failure("Could not record disconnection of {uuid}", f, uuid=uuid))
         self._pending.add(d)

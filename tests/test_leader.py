@@ -1,0 +1,50 @@
+"""Leadership by advisory lock: exactly one holder, and a takeover when the holder's session ends."""
+
+from __future__ import annotations
+
+import pytest_twisted
+from twisted.internet import reactor
+
+from regiond.leader import Leadership
+
+KEY = 0x7465737431
+
+
+def make(dsn: str, log: list[str], name: str) -> Leadership:
+    return Leadership(reactor, dsn, KEY, "test job", on_gain=lambda: log.append(f"{name}+"), on_loss=lambda: log.append(f"{name}-"), interval=3600)
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_one_process_leads_and_another_takes_over_when_it_goes(db_dsn: str) -> None:
+    log: list[str] = []
+    first, second = make(db_dsn, log, "a"), make(db_dsn, log, "b")
+    try:
+        assert await first.check() is True
+        assert await second.check() is False
+        assert await first.check() is True  # still held: no second gain
+        assert log == ["a+"]
+        # The holder's session dies (as when its PostgreSQL connection drops).
+        await first._db.close()
+        assert await first.check() is False
+        assert log == ["a+", "a-"]
+        assert await second.check() is True
+        assert log == ["a+", "a-", "b+"]
+    finally:
+        await first._resign()
+        await second._resign()
+    assert log[-1] == "b-"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_service_stopping_releases_the_lock_for_the_next(db_dsn: str) -> None:
+    log: list[str] = []
+    first, second = make(db_dsn, log, "a"), make(db_dsn, log, "b")
+    first.startService()
+    try:
+        await first.check()
+        assert first.leader
+        await first.stopService()
+        assert await second.check() is True
+    finally:
+        await second._resign()
+    assert log == ["a+", "a-", "b+", "b-"]
