@@ -18,7 +18,9 @@ from outpost import __version__
 from outpost.config import ConfigError, read_config_file
 from outpost.secret import SecretError, load_secret
 
-CAPABILITIES = ("rpc/1", "maas/1")
+CAPABILITIES = ("rpc/1",)
+#: Said only by a cluster with a MAAS (real or simulated), so the region syncs only those.
+MAAS_CAPABILITY = "maas/1"
 
 
 class Options(usage.Options):
@@ -74,7 +76,7 @@ def makeService(options: Options) -> IService:  # noqa: N802
         uuid=options["uuid"],
         name=config.name,
         version=__version__,
-        capabilities=CAPABILITIES,
+        capabilities=CAPABILITIES + ((MAAS_CAPABILITY,) if config.maas or config.simulate_maas else ()),
         locator_factory=lambda proto: ClusterResponders(machines),
     )
     connector.setServiceParent(top)

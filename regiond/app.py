@@ -36,7 +36,10 @@ from regiond.rpc.responders import RegionResponders
 from regiond.tokens import TokenStore
 from rpc.protocol import REGION, RPCFactory, RPCProtocol
 
-__all__ = ["RegionApp"]
+__all__ = ["RegionApp", "MAAS_CAPABILITY"]
+
+#: What a cluster with a MAAS (real or simulated) says it can do when it registers.
+MAAS_CAPABILITY = "maas/1"
 
 log = Logger()
 
@@ -63,7 +66,7 @@ class RegionApp:
         self.tokens = TokenStore(self.db)
         self.machines = MachineStore(self.db)
         self.machine_service = MachineService(self.reactor, self.db, self.registry, self.machines)
-        self.sync = InventorySync(self.reactor, self.registry, self.machines)
+        self.sync = InventorySync(self.reactor, self.registry, self.machines, wants=self._has_maas)
 
     def rpc_factory(self, secret: bytes, ident: str, **kwargs: Any) -> RPCFactory:
         return RPCFactory(secret=secret, role=REGION, clock=self.reactor, ident=ident, locator_factory=self._responders, **kwargs)
@@ -79,6 +82,9 @@ class RegionApp:
             self.registry, self.clusters, self.processes, process_id, on_registered=self._registered, on_lost=self._lost
         )
 
+    def _has_maas(self, uuid: str) -> bool:
+        return self.registrar is not None and self.registrar.has_capability(uuid, MAAS_CAPABILITY)
+
     def _lost(self, uuid: str) -> None:
         Deferred.fromCoroutine(self.machine_service.cluster_lost(uuid)).addErrback(
             lambda f: log.failure("Recording interrupted actions of {uuid} failed", f, uuid=uuid)
@@ -87,7 +93,7 @@ class RegionApp:
     def _registered(self, uuid: str) -> None:
         # A cluster that (re)connects gets its inventory synced at once, as
         # MAAS does for a rack controller, rather than at the next full sync.
-        if self.registry.connection_count(uuid) == 1:
+        if self.registry.connection_count(uuid) == 1 and self._has_maas(uuid):
             self.sync.sync_cluster(uuid).addErrback(lambda f: log.failure("Sync of {uuid} on connect failed", f, uuid=uuid))
 
     def routes(self) -> list[Route]:

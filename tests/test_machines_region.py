@@ -63,7 +63,7 @@ class FakeSite(amp.CommandLocator):
 
 
 async def connect(stack: RegionStack, uuid: str, name: str, site: FakeSite) -> Any:
-    return await stack.connect_cluster(uuid, name, locator=site)
+    return await stack.connect_cluster(uuid, name, locator=site, capabilities=["maas/1"])
 
 
 @pytest_twisted.ensureDeferred
@@ -191,3 +191,12 @@ async def test_power_actions_are_interrupted_when_their_cluster_goes(region_stac
         return [r["outcome"] for r in rows] == ["interrupted"]
 
     await eventually(interrupted)
+
+
+@pytest_twisted.ensureDeferred
+async def test_clusters_without_maas_are_not_synced(region_stack: RegionStack) -> None:
+    app = region_stack.app
+    await region_stack.connect_cluster(C1, "plain", locator=FakeSite([summary("a1")]))
+    report = await app.sync.run()
+    assert report["clusters"] == {}
+    assert (await app.machines.list())[1] == 0

@@ -22,7 +22,7 @@ async def test_an_inventory_of_ten_thousand_machines_syncs_in_one_piece(region_s
     try:
         work = MachineWork(reactor, client, region=lambda: None)
         app = region_stack.app
-        await region_stack.connect_cluster(CLUSTER, "big", locator=ClusterResponders(work))
+        await region_stack.connect_cluster(CLUSTER, "big", locator=ClusterResponders(work), capabilities=["maas/1"])
         report = await app.sync.sync_cluster(CLUSTER)
         outcome = report["clusters"][CLUSTER]
         assert outcome["outcome"] == "ok", outcome

@@ -12,7 +12,7 @@ the process that holds the sync leadership lock.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -44,6 +44,8 @@ class InventorySync:
     registry: ConnectionRegistry
     store: MachineStore
     timeout: float = SYNC_TIMEOUT
+    #: Which connected clusters have a MAAS to sync (by their registered capabilities).
+    wants: Callable[[str], bool] = lambda uuid: True
     _running: bool = attrs.field(init=False, default=False)
     _waiters: list[Deferred[dict[str, Any]]] = attrs.field(init=False, factory=list)
 
@@ -70,14 +72,17 @@ class InventorySync:
         return Deferred.fromCoroutine(self._sync(only=uuid))
 
     async def _sync(self, only: str | None = None) -> dict[str, Any]:
-        clients = [c for c in self.registry.getAllClients() if only is None or c.ident == only]
+        clients = [c for c in self.registry.getAllClients() if (only is None or c.ident == only) and self.wants(c.ident)]
         calls = {c.ident: partial(c, commands.ListMachines, filters={}, timeout=self.timeout) for c in clients}
         started = self.clock.seconds()
         report: dict[str, Any] = {"clusters": {}, "started": started}
         outcomes = await gather(calls, self.timeout, self.clock)
         absent = []
         if only is None:
-            known = await self.store.db.fetch("SELECT uuid::text AS uuid FROM clusters")
+            # Clusters that have had machines here but are not connected now.
+            known = await self.store.db.fetch(
+                "SELECT DISTINCT cluster_uuid::text AS uuid FROM machines UNION SELECT cluster_uuid::text FROM maas_syncs"
+            )
             absent = [Outcome(r["uuid"], Status.UNAVAILABLE, failure=Failure(NoConnectionsAvailable("not connected")))
                       for r in known if r["uuid"] not in calls]
         for outcome in [*outcomes, *absent]:
@@ -105,7 +110,7 @@ class InventorySync:
         wanted = await self.store.transitional()
         calls = {}
         for cluster, ids in wanted.items():
-            if self.registry.connection_count(cluster):
+            if self.registry.connection_count(cluster) and self.wants(cluster):
                 client = await self.registry.getClientFor(cluster)
                 calls[cluster] = partial(client, commands.GetMachines, system_ids=ids, timeout=30.0)
         read = 0

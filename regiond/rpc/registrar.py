@@ -49,6 +49,7 @@ class ClusterRegistrar:
     process_id: int
     _registered: dict[RPCProtocol, tuple[str, int]] = attrs.field(factory=dict)
     _pending: set[Deferred[None]] = attrs.field(factory=set)
+    _capabilities: dict[str, frozenset[str]] = attrs.field(factory=dict)
     #: Called with a cluster's uuid each time it registers a connection here.
     on_registered: Callable[[str], object] | None = None
     #: Called with a cluster's uuid when its last connection here goes.
@@ -68,12 +69,17 @@ class ClusterRegistrar:
             await self.clusters.disconnected(connection_id, uuid, peer)
             return {}
         self._registered[connection] = (uuid, connection_id)
+        self._capabilities[uuid] = frozenset(capabilities)
         self.registry.add(uuid, connection)
         connection.when_closed().addCallback(lambda _: self._lost(connection))
         log.info("Cluster {name} ({uuid}) connected from {peer}", name=name, uuid=uuid, peer=peer)
         if self.on_registered is not None:
             self.on_registered(uuid)
         return {}
+
+    def has_capability(self, uuid: str, capability: str) -> bool:
+        """Whether cluster `uuid` said, when it last registered here, that it can do `capability`."""
+        return capability in self._capabilities.get(uuid, ())
 
     def cluster_of(self, connection: RPCProtocol) -> str:
         """The uuid of the cluster registered on `connection`."""

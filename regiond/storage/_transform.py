@@ -53,6 +53,10 @@ __all__ = [
     "STATUS_BY_STATE",
     "TARGET_BY_DATA_TYPE",
     "status_of",
+    "allowed_transitions",
+    "customer_index",
+    "needs_gid_lookup",
+    "MISSING",
 ]
 
 log = Logger()
@@ -465,7 +469,7 @@ class Transformer:
                     out.append(tenant)
                     tenants[tenant_key] = tenant["itemId"]
                 customer_key = f"{record.customer_slug}-{record.offering_slug}-{data_type}"
-                if customer_key not in customer_entries and _hashable(record.customer_slug) and record.customer_slug in customers:
+                if customer_key not in customer_entries and record.customer_slug in customers:
                     customer = self.customer_entry(
                         customers[record.customer_slug], record.offering_slug, data_type, tenant_id, tenants.get(tenant_key)
                     )
@@ -479,14 +483,6 @@ class Transformer:
             except _DATA_ERRORS as e:
                 log.warn("Skipping Waldur resource {uuid}: {error}", uuid=str(record.uuid), error=str(e))
         return out
-
-
-def _hashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
 
 
 def allowed_transitions(order_state: Any) -> list[str]:
