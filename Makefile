@@ -28,6 +28,7 @@ test: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/rpc.py
+	$(BIN)/python bench/machines.py
 
 clean:
 	rm -rf $(VENV) .run build *.egg-info
