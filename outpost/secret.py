@@ -12,7 +12,7 @@ import secrets
 import stat
 from pathlib import Path
 
-__all__ = ["SecretError", "MIN_BYTES", "load_secret", "load_or_create_secret", "write_secret"]
+__all__ = ["SecretError", "MIN_BYTES", "load_secret", "load_or_create_secret", "read_private_file", "write_secret"]
 
 MIN_BYTES = 16
 NEW_BYTES = 32
@@ -22,17 +22,26 @@ class SecretError(Exception):
     """The secret file is missing, unreadable, too open or malformed."""
 
 
-def load_secret(path: Path) -> bytes:
-    """Read and check the secret at `path`."""
+def read_private_file(path: Path, what: str = "secret file") -> str:
+    """
+    The stripped text of `path`, which must be readable by its owner only;
+    `SecretError` says what is wrong (never what the file holds).
+    """
     try:
         st = path.stat()
-        text = path.read_text("ascii").strip()
+        text = path.read_text("utf-8").strip()
     except FileNotFoundError:
-        raise SecretError(f"secret file {path} does not exist") from None
+        raise SecretError(f"{what} {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise SecretError(f"cannot read secret file {path}: {e}") from None
+        raise SecretError(f"cannot read {what} {path}: {getattr(e, 'strerror', None) or e}") from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SecretError(f"secret file {path} is readable by others; chmod 600 {path}")
+        raise SecretError(f"{what} {path} is readable by others; chmod 600 {path}")
+    return text
+
+
+def load_secret(path: Path) -> bytes:
+    """Read and check the secret at `path`."""
+    text = read_private_file(path)
     try:
         secret = bytes.fromhex(text)
     except ValueError:

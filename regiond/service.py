@@ -22,7 +22,6 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.server import Site
 
-from outpost import __version__
 from outpost.secret import load_or_create_secret
 from outpost.secret import load_secret
 from regiond.app import RegionApp

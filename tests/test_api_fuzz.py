@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid as uuidlib
 from typing import Any
 from urllib.parse import quote, urlencode
 

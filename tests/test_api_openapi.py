@@ -6,7 +6,6 @@ import json
 import uuid as uuidlib
 from typing import Any
 
-import pytest
 import pytest_twisted
 
 from regiond.api.openapi import openapi_document

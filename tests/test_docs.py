@@ -11,7 +11,7 @@ README = Path(__file__).resolve().parent.parent / "README.rst"
 
 def test_readme_renders_without_errors_or_warnings() -> None:
     docutils.core.publish_string(
-        README.read_text(), writer_name="null", settings_overrides={"report_level": 2, "halt_level": 2}
+        README.read_text(), writer="null", settings_overrides={"report_level": 2, "halt_level": 2}
     )
 
 

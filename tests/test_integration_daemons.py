@@ -9,7 +9,6 @@ import shutil
 import time
 from typing import Any
 
-import pytest
 import pytest_twisted
 
 from tests.daemons import api_get, api_post, eventually, make_cluster, make_region, state_dir

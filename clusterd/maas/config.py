@@ -20,7 +20,6 @@ message, a repr or a log.
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,6 +27,7 @@ import attrs
 
 from clusterd.maas.oauth import Credentials
 from clusterd.maas.retry import RetryPolicy
+from outpost.secret import SecretError, read_private_file
 from outpost.config import Field, http_url, int_between, load_section, optional, positive_float, string
 
 __all__ = ["MAASConfig", "parse_maas_config", "ENV_API_KEY"]
@@ -70,15 +70,9 @@ def _key_problem(key: str) -> str | None:
 def _read_key_file(path: Path) -> str:
     """The key in `path`; raises ValueError saying what is wrong (never the key)."""
     try:
-        st = path.stat()
-        text = path.read_text("utf-8").strip()
-    except FileNotFoundError:
-        raise ValueError(f"{path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ValueError(f"{path} is open to group or others; chmod 600 {path}")
-    return text
+        return read_private_file(path, "key file")
+    except SecretError as e:
+        raise ValueError(str(e)) from None
 
 
 def parse_maas_config(

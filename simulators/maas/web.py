@@ -272,6 +272,9 @@ def make_site(simulator: MAASSimulator, reactor: Any) -> WrappingFactory:
     site = Site(MAASResource(simulator, reactor), parsePOSTFormSubmission=False)
     site.displayTracebacks = False
     site.noisy = False
+    # No access log: a simulated MAAS inside a cluster would otherwise write a
+    # line per request to the cluster's log, which a real MAAS never costs it.
+    site.log = lambda request: None  # type: ignore[method-assign]
     factory = WrappingFactory(site)
     factory.noisy = False
     return factory
