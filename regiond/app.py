@@ -34,12 +34,18 @@ from regiond.rpc.registrar import ClusterRegistrar
 from regiond.rpc.registry import ConnectionRegistry
 from regiond.rpc.responders import RegionResponders
 from regiond.tokens import TokenStore
+from regiond.volumes.api import VolumesAPI
+from regiond.volumes.config import CloudStackConfigStore
+from regiond.volumes.service import VolumeService
+from regiond.volumes.store import VolumeJobStore
 from rpc.protocol import REGION, RPCFactory, RPCProtocol
 
 __all__ = ["RegionApp", "MAAS_CAPABILITY"]
 
 #: What a cluster with a MAAS (real or simulated) says it can do when it registers.
 MAAS_CAPABILITY = "maas/1"
+#: What a cluster able to do volume work says when it registers.
+CLOUDSTACK_CAPABILITY = "cloudstack/1"
 
 log = Logger()
 
@@ -49,6 +55,8 @@ class RegionApp:
     reactor: Any
     db: Database
     webhook_secret: bytes | None = attrs.field(default=None, repr=False)
+    #: The region's RPC secret; CloudStack credentials are encrypted at rest with a key derived from it.
+    region_secret: bytes = attrs.field(default=b"", repr=False)
     registry: ConnectionRegistry = attrs.field(init=False)
     clusters: ClusterStore = attrs.field(init=False)
     processes: RegionProcessStore = attrs.field(init=False)
@@ -58,6 +66,7 @@ class RegionApp:
     sync: InventorySync = attrs.field(init=False)
     process_id: int | None = attrs.field(init=False, default=None)
     registrar: ClusterRegistrar | None = attrs.field(init=False, default=None)
+    volume_service: VolumeService = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.registry = ConnectionRegistry(self.reactor)
@@ -67,6 +76,9 @@ class RegionApp:
         self.machines = MachineStore(self.db)
         self.machine_service = MachineService(self.reactor, self.db, self.registry, self.machines)
         self.sync = InventorySync(self.reactor, self.registry, self.machines, wants=self._has_maas)
+        self.volume_service = VolumeService(
+            self.registry, CloudStackConfigStore(self.db, self.region_secret), VolumeJobStore(self.db)
+        )
 
     def rpc_factory(self, secret: bytes, ident: str, **kwargs: Any) -> RPCFactory:
         return RPCFactory(secret=secret, role=REGION, clock=self.reactor, ident=ident, locator_factory=self._responders, **kwargs)
@@ -74,7 +86,7 @@ class RegionApp:
     def _responders(self, proto: RPCProtocol) -> RegionResponders:
         if self.registrar is None:
             raise RuntimeError("attach_process() must come before connections are served")
-        return RegionResponders(proto, self.registrar, self.machine_service)
+        return RegionResponders(proto, self.registrar, self.machine_service, self.volume_service)
 
     def attach_process(self, process_id: int) -> None:
         self.process_id = process_id
@@ -91,6 +103,11 @@ class RegionApp:
         )
 
     def _registered(self, uuid: str) -> None:
+        if self.registry.connection_count(uuid) == 1 and self.registrar is not None and self.registrar.has_capability(uuid, CLOUDSTACK_CAPABILITY):
+            # The cluster learns its CloudStack configuration from the region, on every (re)connection.
+            Deferred.fromCoroutine(self.volume_service.push_config(uuid)).addErrback(
+                lambda f: log.failure("Sending {uuid} its CloudStack configuration failed", f, uuid=uuid)
+            )
         # A cluster that (re)connects gets its inventory synced at once, as
         # MAAS does for a rack controller, rather than at the next full sync.
         if self.registry.connection_count(uuid) == 1 and self._has_maas(uuid):
@@ -101,6 +118,7 @@ class RegionApp:
         routes = [
             *RegionAPI(self.reactor, self.db, self.clusters, self.processes, self.registry, self.process_id).routes(),
             *MachinesAPI(self.clusters, self.machines, self.machine_service, self.sync, self.webhook_secret).routes(),
+            *VolumesAPI(self.clusters, self.volume_service).routes(),
             *EventsAPI(self.db).routes(),
         ]
         routes.append(openapi_route(routes, __version__))

@@ -109,7 +109,7 @@ class RegionService(Service):
         if applied:
             log.info("Applied migrations {versions}", versions=applied)
 
-        self.app = app = RegionApp(self.reactor, db, webhook_secret=self._webhook_secret())
+        self.app = app = RegionApp(self.reactor, db, webhook_secret=self._webhook_secret(), region_secret=secret)
         self.registry = app.registry
         hostname, pid = socket.gethostname(), os.getpid()
         rpc_port = await serverFromString(self.reactor, config.rpc.listen).listen(app.rpc_factory(secret, f"{hostname}:{pid}"))

@@ -29,6 +29,11 @@ __all__ = [
     "ListZones",
     "ListPools",
     "TestMAASConnection",
+    "ConfigureCloudStack",
+    "TestCloudStackConnection",
+    "PrepareVolumes",
+    "CleanupVolumes",
+    "ReconcileVolumes",
 ]
 
 #: Errors any MAAS-backed command may answer with.
@@ -189,3 +194,80 @@ class TestMAASConnection(RPCCommand):
     arguments: list = []
     response = [(b"ok", amp.Boolean()), (b"checks", Structure())]
     errors = {rpc_errors.IntegrationNotConfigured: b"NOT_CONFIGURED"}
+
+
+_VOLUME_ERRORS = {
+    rpc_errors.IntegrationNotConfigured: b"NOT_CONFIGURED",
+    rpc_errors.IntegrationUnavailable: b"UNAVAILABLE",
+    rpc_errors.IntegrationAuthFailed: b"AUTH_FAILED",
+    rpc_errors.VolumeJobConflict: b"JOB_CONFLICT",
+}
+
+
+class ConfigureCloudStack(RPCCommand):
+    """
+    Give the cluster its CloudStack (OSSEA) configuration, secrets included;
+    ``None`` removes it.  Sent after registration and on every change.
+
+    :since: 0.3
+    """
+
+    arguments = [(b"configuration", Structure(optional=True))]
+    response: list = []
+
+
+class TestCloudStackConnection(RPCCommand):
+    """
+    Check the configured CloudStack: credentials accepted, the zone exists,
+    the appliance VM exists.  Answers ``{"ok", "checks": [{"name", "ok", "detail"}]}``.
+
+    :since: 0.3
+    """
+
+    arguments: list = []
+    response = [(b"ok", amp.Boolean()), (b"checks", Structure())]
+    errors = {rpc_errors.IntegrationNotConfigured: b"NOT_CONFIGURED"}
+
+
+class PrepareVolumes(RPCCommand):
+    """
+    Create, attach and mount one volume per disk (``[{"name", "size_gb"}]``)
+    for migration job `job_id`, disks in parallel.  Answers once accepted;
+    progress comes back as `rpc.region.ReportVolumeState` and the end as
+    `rpc.region.ReportVolumeJob`.  A failure undoes the completed steps.
+
+    :since: 0.3
+    """
+
+    arguments = [(b"job_id", amp.Unicode()), (b"disks", Structure())]
+    response: list = []
+    errors = _VOLUME_ERRORS
+
+
+class CleanupVolumes(RPCCommand):
+    """
+    Unmount and detach job `job_id`'s volumes, then delete them (or keep
+    them when `delete` is false).  Answers once accepted; progress and end
+    as for `PrepareVolumes`.
+
+    :since: 0.3
+    """
+
+    arguments = [(b"job_id", amp.Unicode()), (b"delete", amp.Boolean())]
+    response: list = []
+    errors = _VOLUME_ERRORS
+
+
+class ReconcileVolumes(RPCCommand):
+    """
+    Compare the job-tagged volumes in CloudStack with `tracked` (the job ids
+    the region knows).  Answers ``{"orphans": [{"job_id", "volume_id", "name",
+    "state"}...], "cleaned": [volume_id...]}``; with `clean` true, orphans are
+    unmounted, detached and deleted.
+
+    :since: 0.3
+    """
+
+    arguments = [(b"tracked", Structure()), (b"clean", amp.Boolean())]
+    response = [(b"orphans", Structure()), (b"cleaned", Structure())]
+    errors = _VOLUME_ERRORS

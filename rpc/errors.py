@@ -100,3 +100,7 @@ class IntegrationAuthFailed(RPCError):
 
 class RegistrationRequired(RPCError):
     """A cluster called a region command before registering on the connection."""
+
+
+class VolumeJobConflict(RPCError):
+    """The volume job is already being prepared or cleaned up, or is in the wrong state for this."""

@@ -12,7 +12,7 @@ from rpc import errors as rpc_errors
 from rpc.arguments import UUID, Structure
 from rpc.common import Authenticate, Identify, Ping, RPCCommand
 
-__all__ = ["Authenticate", "Identify", "Ping", "RegisterCluster", "GetRegionEndpoints", "ReportPowerOutcome", "ReportEvent"]
+__all__ = ["Authenticate", "Identify", "Ping", "RegisterCluster", "GetRegionEndpoints", "ReportPowerOutcome", "ReportEvent", "ReportVolumeState", "ReportVolumeJob", "GetTrackedVolumeJobs"]
 
 
 class RegisterCluster(RPCCommand):
@@ -87,4 +87,54 @@ class ReportEvent(RPCCommand):
         (b"data", Structure()),
     ]
     response: list = []
+    errors = {rpc_errors.RegistrationRequired: b"REGISTRATION_REQUIRED"}
+
+
+class ReportVolumeState(RPCCommand):
+    """
+    A migration volume changed state (``Allocated``, ``Ready``, ``Attached``,
+    ``Mounted``, ``Unmounted``, ``Detached``, ``Deleted``, ``Failed``).
+
+    :since: 0.3
+    """
+
+    arguments = [
+        (b"job_id", amp.Unicode()),
+        (b"disk_name", amp.Unicode()),
+        (b"state", amp.Unicode()),
+        (b"details", Structure()),
+    ]
+    response: list = []
+    errors = {rpc_errors.RegistrationRequired: b"REGISTRATION_REQUIRED"}
+
+
+class ReportVolumeJob(RPCCommand):
+    """
+    How a prepare or cleanup of job `job_id` ended: `outcome` ``ok`` or
+    ``failed``, with what was undone after a failure and why it failed.
+
+    :since: 0.3
+    """
+
+    arguments = [
+        (b"job_id", amp.Unicode()),
+        (b"operation", amp.Unicode()),
+        (b"outcome", amp.Unicode()),
+        (b"undone", Structure()),
+        (b"error", amp.Unicode()),
+    ]
+    response: list = []
+    errors = {rpc_errors.RegistrationRequired: b"REGISTRATION_REQUIRED"}
+
+
+class GetTrackedVolumeJobs(RPCCommand):
+    """
+    The volume jobs the region tracks for the calling cluster, so it can
+    find orphaned volumes.  Answers ``{"job_ids": [...]}``.
+
+    :since: 0.3
+    """
+
+    arguments: list = []
+    response = [(b"job_ids", Structure())]
     errors = {rpc_errors.RegistrationRequired: b"REGISTRATION_REQUIRED"}

@@ -190,7 +190,7 @@ async def _build(db: Database) -> tuple[RegionStack, list[IListeningPort], HTTPC
     """The parts, wired as RegionService._start wires them."""
     reactor = _reactor()
     ports: list[IListeningPort] = []
-    app = RegionApp(reactor, db, webhook_secret=WEBHOOK_SECRET)
+    app = RegionApp(reactor, db, webhook_secret=WEBHOOK_SECRET, region_secret=SECRET)
     hostname, pid = socket.gethostname(), os.getpid()
     region_side: list[RPCProtocol] = []
     rpc_factory = app.rpc_factory(SECRET, f"{hostname}:{pid}", on_connect=region_side.append)

@@ -23,6 +23,7 @@ from regiond.db import (
 
 _TABLES = {
     "api_tokens",
+    "cloudstack_configs",
     "clusters",
     "events",
     "maas_syncs",
@@ -30,6 +31,8 @@ _TABLES = {
     "region_processes",
     "rpc_connections",
     "schema_migrations",
+    "volume_jobs",
+    "volumes",
 }
 
 

@@ -79,6 +79,23 @@ EVENT_SCHEMA = {
 }
 
 
+VOLUME_JOB_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "job_id": {"type": "string"},
+        "cluster": {"type": "string", "format": "uuid"},
+        "state": {"enum": ["preparing", "prepared", "failed", "cleaning", "cleaned", "cleanup_failed"]},
+        "keep": {"type": "boolean"},
+        "error": {"type": "string"},
+        "undone": {"type": "array", "items": {}},
+        "disks": {"type": "array", "items": {"type": "object", "properties": {
+            "disk_name": {"type": "string"}, "size_gb": {"type": "integer"}, "state": {"type": "string"},
+            "volume_id": {"type": "string"}, "device": {"type": "string"}, "mount_point": {"type": "string"}, "error": {"type": "string"},
+        }}},
+    },
+}
+
+
 def openapi_document(routes: Sequence[Route], version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
@@ -124,7 +141,8 @@ def openapi_document(routes: Sequence[Route], version: str) -> dict[str, Any]:
                     "description": "sha256=<hex HMAC-SHA256 of the raw body with the region's webhook secret>",
                 },
             },
-            "schemas": {"Error": ERROR_SCHEMA, "Cluster": CLUSTER_SCHEMA, "Machine": MACHINE_SCHEMA, "Event": EVENT_SCHEMA},
+            "schemas": {"Error": ERROR_SCHEMA, "Cluster": CLUSTER_SCHEMA, "Machine": MACHINE_SCHEMA, "Event": EVENT_SCHEMA,
+                        "VolumeJob": VOLUME_JOB_SCHEMA},
         },
     }
 

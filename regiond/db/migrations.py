@@ -136,9 +136,51 @@ CREATE INDEX events_type ON events (type, id);
 CREATE INDEX events_request ON events ((data->>'request_id')) WHERE data ? 'request_id';
 """
 
+_VOLUMES = """
+CREATE TABLE cloudstack_configs (
+    cluster_uuid uuid PRIMARY KEY REFERENCES clusters(uuid) ON DELETE CASCADE,
+    name text NOT NULL UNIQUE,
+    api_url text NOT NULL,
+    domain text NOT NULL DEFAULT '/',
+    zone text NOT NULL,
+    disk_offering text NOT NULL DEFAULT '',
+    oma_vm_id uuid NOT NULL,
+    -- api_key and secret_key, encrypted (Fernet, key derived from the region's secret)
+    credentials bytea NOT NULL,
+    revision integer NOT NULL DEFAULT 1,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE volume_jobs (
+    job_id text PRIMARY KEY,
+    cluster_uuid uuid NOT NULL REFERENCES clusters(uuid) ON DELETE CASCADE,
+    state text NOT NULL,
+    keep boolean NOT NULL DEFAULT false,
+    error text NOT NULL DEFAULT '',
+    undone jsonb NOT NULL DEFAULT '[]',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE volumes (
+    job_id text NOT NULL REFERENCES volume_jobs(job_id) ON DELETE CASCADE,
+    disk_name text NOT NULL,
+    size_gb integer NOT NULL,
+    state text NOT NULL DEFAULT 'Pending',
+    volume_id text NOT NULL DEFAULT '',
+    device text NOT NULL DEFAULT '',
+    mount_point text NOT NULL DEFAULT '',
+    error text NOT NULL DEFAULT '',
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job_id, disk_name)
+);
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _INITIAL),
     Migration(2, "machines", _MACHINES),
+    Migration(3, "volumes", _VOLUMES),
 ]
 
 _CREATE_VERSION_TABLE = """

@@ -9,7 +9,15 @@ from twisted.protocols import amp
 
 from regiond.rpc.registrar import ClusterRegistrar
 from rpc.protocol import RPCProtocol
-from rpc.region import GetRegionEndpoints, RegisterCluster, ReportEvent, ReportPowerOutcome
+from rpc.region import (
+    GetRegionEndpoints,
+    GetTrackedVolumeJobs,
+    RegisterCluster,
+    ReportEvent,
+    ReportPowerOutcome,
+    ReportVolumeJob,
+    ReportVolumeState,
+)
 
 __all__ = ["RegionResponders", "IRegionCallbacks"]
 
@@ -24,11 +32,52 @@ class IRegionCallbacks(Protocol):
     def cluster_event(self, cluster_uuid: str, type: str, subject: str, outcome: str, data: Any) -> Awaitable[None]: ...
 
 
+class IVolumeCallbacks(Protocol):
+    """What the region does with volume reports from clusters."""
+
+    def volume_state(self, cluster_uuid: str, job_id: str, disk_name: str, state: str, details: Any) -> Awaitable[None]: ...
+
+    def volume_job(self, cluster_uuid: str, job_id: str, operation: str, outcome: str, undone: Any, error: str) -> Awaitable[None]: ...
+
+    def tracked_jobs(self, cluster_uuid: str) -> Awaitable[list[str]]: ...
+
+
 class RegionResponders(amp.CommandLocator):
-    def __init__(self, connection: RPCProtocol, registrar: ClusterRegistrar, callbacks: IRegionCallbacks | None = None) -> None:
+    def __init__(
+        self,
+        connection: RPCProtocol,
+        registrar: ClusterRegistrar,
+        callbacks: IRegionCallbacks | None = None,
+        volumes: IVolumeCallbacks | None = None,
+    ) -> None:
         self._connection = connection
         self._registrar = registrar
         self._callbacks = callbacks
+        self._volumes = volumes
+
+    def _reporting(self, work: Any) -> Deferred[dict[str, Any]]:
+        """Run `work(cluster_uuid)` for the cluster registered on this connection; answer {}."""
+
+        async def run() -> dict[str, Any]:
+            result = await work(self._registrar.cluster_of(self._connection))
+            return result if isinstance(result, dict) else {}
+
+        return Deferred.fromCoroutine(run())
+
+    @ReportVolumeState.responder
+    def report_volume_state(self, job_id: str, disk_name: str, state: str, details: Any) -> Deferred[dict[str, Any]]:
+        return self._reporting(lambda uuid: self._volumes.volume_state(uuid, job_id, disk_name, state, details) if self._volumes else _nothing())
+
+    @ReportVolumeJob.responder
+    def report_volume_job(self, job_id: str, operation: str, outcome: str, undone: Any, error: str) -> Deferred[dict[str, Any]]:
+        return self._reporting(lambda uuid: self._volumes.volume_job(uuid, job_id, operation, outcome, undone, error) if self._volumes else _nothing())
+
+    @GetTrackedVolumeJobs.responder
+    def get_tracked_volume_jobs(self) -> Deferred[dict[str, Any]]:
+        async def tracked(uuid: str) -> dict[str, Any]:
+            return {"job_ids": await self._volumes.tracked_jobs(uuid) if self._volumes else []}
+
+        return self._reporting(tracked)
 
     @RegisterCluster.responder
     def register_cluster(self, uuid: str, name: str, version: str, capabilities: Any) -> Deferred[dict[str, Any]]:
@@ -60,3 +109,7 @@ class RegionResponders(amp.CommandLocator):
             return {}
 
         return Deferred.fromCoroutine(report())
+
+
+async def _nothing() -> None:
+    return None

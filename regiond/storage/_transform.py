@@ -113,6 +113,30 @@ def status_of(state: Any) -> str:
     return STATUS_BY_STATE.get(str(state), "pending") if state else "pending"
 
 
+@functools.lru_cache(maxsize=1024)
+def _system_object(storage_system: str) -> dict[str, Any]:
+    return {
+        "itemId": _uuid5(f"storage_system:{storage_system}"),
+        "key": storage_system.lower(),
+        "name": storage_system.upper(),
+        "active": True,
+    }
+
+
+@functools.lru_cache(maxsize=64)
+def _file_system_object(fs: str) -> dict[str, Any]:
+    return {"itemId": _uuid5(f"storage_file_system:{fs}"), "key": fs.lower(), "name": fs.upper(), "active": True}
+
+
+@functools.lru_cache(maxsize=1024)
+def _data_type_object(data_type: str, with_path: bool) -> dict[str, Any]:
+    out = {"itemId": _uuid5(f"storage_data_type:{data_type}"), "key": data_type.lower(), "name": data_type.upper()}
+    if with_path:
+        out["path"] = data_type.lower()
+    out["active"] = True
+    return out
+
+
 @attrs.frozen
 class Order:
     uuid: Any  #: uuid.UUID or MISSING
@@ -145,6 +169,16 @@ def _parse_uuid(value: Any) -> Any:
     return MISSING if value is MISSING else uuidlib.UUID(value)
 
 
+@functools.lru_cache(maxsize=1024)
+def _parse_offering_uuid(value: str) -> uuidlib.UUID:
+    return uuidlib.UUID(value)
+
+
+def _offering_uuid(value: Any) -> Any:
+    """Offering UUIDs repeat on every record: parse each once."""
+    return _parse_offering_uuid(value) if isinstance(value, str) else _parse_uuid(value)
+
+
 def _object(value: Any, name: str) -> Any:
     if value is MISSING:
         return MISSING
@@ -169,7 +203,7 @@ def prepare(raw: Any) -> Record | None:
         return Record(
             raw=raw,
             uuid=_parse_uuid(get("uuid", MISSING)),
-            offering_uuid=_parse_uuid(get("offering_uuid", MISSING)),
+            offering_uuid=_offering_uuid(get("offering_uuid", MISSING)),
             offering_slug=get("offering_slug", MISSING),
             provider_slug=get("provider_slug", MISSING),
             provider_name=get("provider_name", MISSING),
@@ -243,24 +277,16 @@ class Transformer:
 
     # -- the common objects -------------------------------------------------------
 
+    # These objects repeat in every entry; each is built once and shared (entries are not changed after).
+
     def _system(self, storage_system: str) -> dict[str, Any]:
-        return {
-            "itemId": _uuid5(f"storage_system:{storage_system}"),
-            "key": storage_system.lower(),
-            "name": storage_system.upper(),
-            "active": True,
-        }
+        return _system_object(storage_system)
 
     def _file_system(self) -> dict[str, Any]:
-        fs = self.settings.storage_file_system
-        return {"itemId": _uuid5(f"storage_file_system:{fs}"), "key": fs.lower(), "name": fs.upper(), "active": True}
+        return _file_system_object(self.settings.storage_file_system)
 
     def _data_type_object(self, data_type: str, with_path: bool) -> dict[str, Any]:
-        out = {"itemId": _uuid5(f"storage_data_type:{data_type}"), "key": data_type.lower(), "name": data_type.upper()}
-        if with_path:
-            out["path"] = data_type.lower()
-        out["active"] = True
-        return out
+        return _data_type_object(data_type, with_path)
 
     # -- tenant and customer entries -----------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Volumes: CloudStack (OSSEA) configuration per cluster, and migration volume jobs."""
