@@ -1,0 +1,105 @@
+"""``twistd cloudstack-sim``: a simulated CloudStack API on an endpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+from twisted.application import strports
+from twisted.application.service import IService, MultiService, Service
+from twisted.python import usage
+
+from simulators.cloudstack.faults import Faults
+from simulators.cloudstack.model import Limits
+from simulators.cloudstack.state import CloudStackSimulator
+from simulators.cloudstack.web import make_site
+
+DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
+
+
+class Options(usage.Options):
+    synopsis = "[--listen ENDPOINT] --api-key KEY (--secret-key SECRET | --secret-key-file PATH) [--job-duration S]"
+    longdesc = (
+        "A simulated CloudStack API (volumes, async jobs, tags) for tests and demos, at /client/api. "
+        "Its /_sim/faults control interface is unauthenticated and test-only: listen on loopback."
+    )
+    optParameters = [
+        ["listen", "l", DEFAULT_LISTEN, "endpoint to serve on"],
+        ["api-key", None, None, "the API key clients sign with"],
+        ["secret-key", None, None, "the secret key"],
+        ["secret-key-file", None, None, "file holding the secret key"],
+        ["job-duration", None, 2.0, "seconds each async job takes", float],
+        ["max-volumes", None, None, "most data volumes in all (532 beyond)", int],
+        ["capacity-gb", None, None, "GiB of data volumes in all (533 beyond)", int],
+        ["seed", None, 0, "random seed for ids and faults", int],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["faults"] = []
+
+    def opt_fault(self, value: str) -> None:
+        """NAME=JSON for one of Faults' fields, e.g. error_rate=0.1 (repeatable)."""
+        self["faults"].append(value)
+
+    def postOptions(self) -> None:  # noqa: N802
+        if not self["api-key"]:
+            raise usage.UsageError("--api-key is required")
+        if (self["secret-key"] is None) == (self["secret-key-file"] is None):
+            raise usage.UsageError("give exactly one of --secret-key and --secret-key-file")
+        secret = self["secret-key"]
+        if secret is None:
+            try:
+                secret = Path(self["secret-key-file"]).read_text().strip()
+            except OSError as e:
+                raise usage.UsageError(f"cannot read {self['secret-key-file']}: {e.strerror}") from None
+        if not secret:
+            raise usage.UsageError("the secret key is empty")
+        self["secret"] = secret
+        if self["job-duration"] < 0:
+            raise usage.UsageError("--job-duration must be 0 or more")
+        known = {f.name for f in attrs.fields(Faults)}
+        faults: dict[str, Any] = {}
+        for item in self["faults"]:
+            name, sep, raw = item.partition("=")
+            if not sep or name not in known:
+                raise usage.UsageError(f"--fault takes NAME=JSON with NAME one of {', '.join(sorted(known))}, not {item!r}")
+            try:
+                faults[name] = json.loads(raw)
+            except ValueError:
+                raise usage.UsageError(f"--fault {name}: {raw!r} is not a JSON value") from None
+        self["parsed_faults"] = faults
+
+
+@attrs.define(eq=False)
+class _Stopper(Service):
+    """Cancels pending jobs when the daemon stops."""
+
+    simulator: CloudStackSimulator
+
+    def stopService(self) -> None:  # noqa: N802
+        super().stopService()
+        self.simulator.stop()
+
+
+def makeService(options: Options) -> IService:  # noqa: N802
+    from twisted.internet import reactor
+
+    simulator = CloudStackSimulator.create(
+        reactor,
+        api_key=options["api-key"],
+        secret_key=options["secret"],
+        job_duration=options["job-duration"],
+        limits=Limits(max_volumes=options["max-volumes"], capacity_gb=options["capacity-gb"]),
+        seed=options["seed"],
+    )
+    try:
+        simulator.set_faults(**options["parsed_faults"])
+    except (TypeError, ValueError) as e:
+        raise usage.UsageError(str(e)) from None
+    top = MultiService()
+    strports.service(options["listen"], make_site(simulator, reactor)).setServiceParent(top)
+    _Stopper(simulator).setServiceParent(top)
+    return top
