@@ -13,6 +13,13 @@ Example::
       api_key_file: /etc/outpost/maas.key
     simulate:                          # instead of a real MAAS: a simulated one in this process
       maas: {machines: 20, seed: 0, speed: 1.0}
+      cloudstack:                      # a simulated CloudStack here, with simulated block devices
+        listen: tcp:8080:interface=127.0.0.1
+        api_key: ...
+        secret_key: ...
+        job_duration: 1.0
+    volumes:
+      mount_root: /mnt/migration
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from outpost.config import (
     optional,
     parse_yaml,
     positive_float,
+    server_endpoint,
     string,
 )
 
@@ -55,6 +63,13 @@ def cluster_name(value: Any) -> str:
     return value
 
 
+def _absolute_dir(value: Any) -> str:
+    string(value)
+    if not value.startswith("/") or "\x00" in value:
+        raise ValueError(f"must be an absolute path, not {value!r}")
+    return value.rstrip("/") or "/"
+
+
 def _path(value: Any) -> Path:
     return Path(string(value)).absolute()
 
@@ -68,6 +83,14 @@ class SimulatedMAAS:
 
 
 @attrs.frozen
+class SimulatedCloudStack:
+    listen: str = "tcp:0:interface=127.0.0.1"
+    api_key: str = attrs.field(default="simulated-api-key", repr=False)
+    secret_key: str = attrs.field(default="simulated-secret-key", repr=False)
+    job_duration: float = 1.0
+
+
+@attrs.frozen
 class ClusterConfig:
     regions: tuple[str, ...]
     name: str = attrs.field(factory=default_name)
@@ -75,6 +98,8 @@ class ClusterConfig:
     secret_file: Path | None = None
     maas: MAASConfig | None = None
     simulate_maas: SimulatedMAAS | None = None
+    simulate_cloudstack: SimulatedCloudStack | None = None
+    mount_root: str = "/mnt/migration"
 
     @property
     def secret_path(self) -> Path:
@@ -100,12 +125,26 @@ def load_config(text: str, overrides: dict[str, Any] | None = None) -> ClusterCo
             Field("secret_file", optional(_path), None),
             Field("maas", lambda v: v, None),
             Field("simulate", lambda v: v, None),
+            Field("volumes", lambda v: v, None),
         ],
         problems,
     )
     maas = parse_maas_config(values["maas"], problems)
     simulate_maas = None
-    simulate = load_section(values["simulate"], "simulate", [Field("maas", lambda v: v, None)], problems)
+    simulate = load_section(
+        values["simulate"], "simulate", [Field("maas", lambda v: v, None), Field("cloudstack", lambda v: v, None)], problems
+    )
+    simulate_cloudstack = None
+    if simulate["cloudstack"] is not None:
+        sim_cs = load_section(
+            simulate["cloudstack"] if simulate["cloudstack"] is not True else {},
+            "simulate.cloudstack",
+            [Field("listen", server_endpoint, "tcp:0:interface=127.0.0.1"), Field("api_key", string, "simulated-api-key"),
+             Field("secret_key", string, "simulated-secret-key"), Field("job_duration", positive_float, 1.0)],
+            problems,
+        )
+        simulate_cloudstack = SimulatedCloudStack(**sim_cs)
+    volumes = load_section(values["volumes"], "volumes", [Field("mount_root", _absolute_dir, "/mnt/migration")], problems)
     if simulate["maas"] is not None:
         sim = load_section(
             simulate["maas"] if simulate["maas"] is not True else {},
@@ -126,4 +165,6 @@ def load_config(text: str, overrides: dict[str, Any] | None = None) -> ClusterCo
         secret_file=values["secret_file"],
         maas=maas,
         simulate_maas=simulate_maas,
+        simulate_cloudstack=simulate_cloudstack,
+        mount_root=volumes["mount_root"],
     )

@@ -8,6 +8,7 @@ from twisted.internet.defer import Deferred
 from twisted.protocols import amp
 
 from clusterd.machines import MachineWork
+from clusterd.volumes.work import VolumeWork
 from rpc import cluster as commands
 
 __all__ = ["ClusterResponders"]
@@ -18,8 +19,40 @@ def _run(coroutine: Any) -> Deferred[Any]:
 
 
 class ClusterResponders(amp.CommandLocator):
-    def __init__(self, machines: MachineWork) -> None:
+    def __init__(self, machines: MachineWork, volumes: VolumeWork | None = None) -> None:
         self._machines = machines
+        self._volumes = volumes
+
+    def _volume_work(self) -> VolumeWork:
+        if self._volumes is None:
+            from rpc.errors import IntegrationNotConfigured
+
+            raise IntegrationNotConfigured("this cluster does no volume work")
+        return self._volumes
+
+    @commands.ConfigureCloudStack.responder
+    def configure_cloudstack(self, configuration: Any) -> Deferred[Any]:
+        async def configure() -> dict[str, Any]:
+            await self._volume_work().configure(configuration)
+            return {}
+
+        return _run(configure())
+
+    @commands.TestCloudStackConnection.responder
+    def test_cloudstack(self) -> Deferred[Any]:
+        return _run(self._volume_work().test_connection())
+
+    @commands.PrepareVolumes.responder
+    def prepare_volumes(self, job_id: str, disks: Any) -> dict[str, Any]:
+        return self._volume_work().prepare(job_id, disks)
+
+    @commands.CleanupVolumes.responder
+    def cleanup_volumes(self, job_id: str, delete: bool) -> dict[str, Any]:
+        return self._volume_work().cleanup(job_id, delete)
+
+    @commands.ReconcileVolumes.responder
+    def reconcile_volumes(self, tracked: Any, clean: bool) -> Deferred[Any]:
+        return _run(self._volume_work().reconcile(tracked if isinstance(tracked, list) else [], clean))
 
     @commands.ListMachines.responder
     def list_machines(self, filters: Any) -> Deferred[Any]:

@@ -18,10 +18,22 @@ from clusterd.config import ClusterConfig
 from clusterd.machines import MachineWork
 from clusterd.maas.client import MAASClient
 from clusterd.maas.power import PowerOrchestrator
+from clusterd.volumes.work import VolumeWork
 
-__all__ = ["SiteService"]
+__all__ = ["SiteService", "virtio_name"]
 
 log = Logger()
+
+
+def virtio_name(device_id: int) -> str:
+    """The kernel's name for the virtio disk at CloudStack device id `device_id` (0: vda, 1: vdb ... 26: vdaa)."""
+    letters = ""
+    n = device_id
+    while True:
+        letters = chr(ord("a") + n % 26) + letters
+        n = n // 26 - 1
+        if n < 0:
+            return "vd" + letters
 
 
 @attrs.define(eq=False)
@@ -29,7 +41,9 @@ class SiteService(Service):
     reactor: Any = attrs.field(repr=False)
     config: ClusterConfig
     machines: MachineWork
+    volumes: VolumeWork | None = None
     _simulator: Any = attrs.field(init=False, default=None, repr=False)
+    _cloudstack: Any = attrs.field(init=False, default=None, repr=False)
     _started: Deferred[None] | None = attrs.field(init=False, default=None, repr=False)
 
     def startService(self) -> None:  # noqa: N802
@@ -38,6 +52,8 @@ class SiteService(Service):
         self._started.addErrback(lambda f: log.failure("Site integrations failed to start", f))
 
     async def _start(self) -> None:
+        if self.config.simulate_cloudstack is not None and self.volumes is not None:
+            await self._simulate_cloudstack()
         if self.config.simulate_maas is not None:
             from simulators.maas.faults import Durations
             from simulators.maas.web import simulator_url, start_maas_simulator
@@ -57,6 +73,32 @@ class SiteService(Service):
             maas = self.config.maas
             self._use(MAASClient(self.reactor, maas.url, maas.api_key, timeout=maas.timeout, retry=maas.retry))
             log.info("MAAS at {url} (key from {source})", url=maas.url, source=maas.api_key_source)
+
+    async def _simulate_cloudstack(self) -> None:
+        from simulators.cloudstack import simulator_url, start_cloudstack_simulator
+
+        sim = self.config.simulate_cloudstack
+        assert sim is not None and self.volumes is not None
+        port, simulator = await start_cloudstack_simulator(
+            self.reactor, sim.listen, api_key=sim.api_key, secret_key=sim.secret_key, job_duration=sim.job_duration
+        )
+        self._cloudstack = (port, simulator)
+        mounter = self.volumes.mounter
+        names: dict[str, str] = {}
+
+        def attached(volume: dict[str, Any], vm: dict[str, Any], device_id: int) -> None:
+            names[volume["id"]] = name = virtio_name(device_id)
+            mounter.add_device(name, serial=volume["id"].replace("-", "")[:20])
+
+        def detached(volume: dict[str, Any], vm: dict[str, Any]) -> None:
+            name = names.pop(volume["id"], None)
+            if name is not None:
+                mounter.remove_device(name)
+
+        simulator.on_attach.append(attached)
+        simulator.on_detach.append(detached)
+        log.info("Simulated CloudStack at {url} (give the region this URL and keys as the cluster's configuration)",
+                 url=simulator_url(port))
 
     def _use(self, client: MAASClient) -> None:
         self.machines.client = client
@@ -80,3 +122,10 @@ class SiteService(Service):
 
             await stop_maas_simulator(*self._simulator)
             self._simulator = None
+        if self.volumes is not None:
+            await self.volumes.configure(None)
+        if self._cloudstack is not None:
+            from simulators.cloudstack import stop_cloudstack_simulator
+
+            await stop_cloudstack_simulator(*self._cloudstack)
+            self._cloudstack = None

@@ -13,12 +13,14 @@ from clusterd.connector import RegionConnector
 from clusterd.machines import MachineWork
 from clusterd.responders import ClusterResponders
 from clusterd.site import SiteService
+from clusterd.volumes import RealMounter, SimulatedMounter
+from clusterd.volumes.work import VolumeWork
 from clusterd.state import load_or_create_uuid
 from outpost import __version__
 from outpost.config import ConfigError, read_config_file
 from outpost.secret import SecretError, load_secret
 
-CAPABILITIES = ("rpc/1",)
+CAPABILITIES = ("rpc/1", "cloudstack/1")
 #: Said only by a cluster with a MAAS (real or simulated), so the region syncs only those.
 MAAS_CAPABILITY = "maas/1"
 
@@ -68,7 +70,9 @@ def makeService(options: Options) -> IService:  # noqa: N802
     top = MultiService()
     # Each refers to the other only when called, after both exist.
     machines = MachineWork(reactor, None, region=lambda: connector.getClient())
-    SiteService(reactor, config, machines).setServiceParent(top)
+    mounter = SimulatedMounter(reactor) if config.simulate_cloudstack is not None else RealMounter(reactor)
+    volumes = VolumeWork(reactor, mounter, region=lambda: connector.getClient(), mount_root=config.mount_root)
+    SiteService(reactor, config, machines, volumes).setServiceParent(top)
     connector = RegionConnector(
         reactor=reactor,
         region_urls=config.regions,
@@ -77,7 +81,7 @@ def makeService(options: Options) -> IService:  # noqa: N802
         name=config.name,
         version=__version__,
         capabilities=CAPABILITIES + ((MAAS_CAPABILITY,) if config.maas or config.simulate_maas else ()),
-        locator_factory=lambda proto: ClusterResponders(machines),
+        locator_factory=lambda proto: ClusterResponders(machines, volumes),
     )
     connector.setServiceParent(top)
     return top
