@@ -1,0 +1,101 @@
+"""
+Volumes end to end: a real region and a real cluster running a simulated
+CloudStack with simulated block devices; configuration pushed by the
+region, a 4-disk job prepared, mounted, and cleaned up.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Any
+
+import pytest_twisted
+import treq
+
+from tests.daemons import api_get, eventually, free_port, make_cluster, make_region, state_dir
+
+KEY, SECRET = "e2e-api-key-0123456789", "e2e-secret-key-0123456789"
+
+
+async def call(region: Any, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+    response = await treq.request(method, region.url + path, json=body, headers={"Authorization": [f"Bearer {token}"]}, timeout=30)
+    return response.code, await response.json()
+
+
+@pytest_twisted.ensureDeferred
+async def test_prepare_a_four_disk_job_see_it_mounted_and_clean_it_up() -> None:
+    base = state_dir()
+    region = make_region(base)
+    cs_port = free_port()
+    cluster = make_cluster(base, "vol-site", region)
+    config = base / "vol-site.yaml"
+    config.write_text(json.dumps({"simulate": {"cloudstack": {"listen": f"tcp:{cs_port}:interface=127.0.0.1",
+                                                              "api_key": KEY, "secret_key": SECRET, "job_duration": 0.05}}}))
+    cluster.argv[cluster.argv.index("clusterd") + 1 : cluster.argv.index("clusterd") + 1] = ["--config", str(config)]
+    try:
+        region.start()
+        await region.wait_healthy()
+        token = await region.make_token("admin")
+        cluster.start()
+
+        async def registered() -> bool:
+            code, body = await api_get(region, "/api/v1/clusters?connected=true", token)
+            return body["total"] == 1
+
+        await eventually(registered, 30, "the cluster to register")
+        # The region is told where the site's CloudStack is; the cluster gets it pushed.
+        code, body = await call(region, "POST", "/api/v1/ossea/config", token, {"action": "create", "configuration": {
+            "cluster": "vol-site", "name": "sim-cs", "api_url": f"http://127.0.0.1:{cs_port}/client/api",
+            "api_key": KEY, "secret_key": SECRET, "zone": "OSSEA-Zone",
+            "oma_vm_id": "00000000-0000-4000-8000-000000000000"}})
+        assert code == 201 and body["applied"] is True, body
+        code, checks = await call(region, "POST", "/api/v1/ossea/config", token, {"action": "test", "configuration": {"name": "sim-cs"}})
+        assert code == 200 and {c["name"]: c["ok"] for c in checks["checks"]} == {"credentials": True, "zone": True, "appliance_vm": False}
+        # The appliance VM check failed: point the configuration at the real appliance VM.
+        appliance = await _appliance_id(cs_port)
+        code, body = await call(region, "PUT", "/api/v1/clusters/vol-site/cloudstack", token, {"oma_vm_id": appliance})
+        assert code == 200 and body["applied"] is True
+        code, checks = await call(region, "POST", "/api/v1/clusters/vol-site/cloudstack/test", token, {})
+        assert code == 200 and checks["ok"] is True, checks
+
+        disks = [{"name": f"disk-{i}", "size_gb": 10 * (i + 1)} for i in range(4)]
+        code, job = await call(region, "POST", "/api/v1/volume-jobs", token, {"cluster": "vol-site", "job_id": "mig-1", "disks": disks})
+        assert code == 202, job
+
+        async def state(wanted: str) -> Any:
+            code, job = await api_get(region, "/api/v1/volume-jobs/mig-1", token)
+            return job if job["state"] == wanted else None
+
+        job = await eventually(lambda: state("prepared"), 30, "the job to be prepared")
+        assert [(d["disk_name"], d["state"]) for d in job["disks"]] == [(f"disk-{i}", "Mounted") for i in range(4)]
+        assert all(d["mount_point"] == f"/mnt/migration/mig-1/{d['disk_name']}" and d["device"].startswith("/dev/vd") for d in job["disks"])
+
+        code, job = await call(region, "DELETE", "/api/v1/volume-jobs/mig-1", token)
+        assert code == 202 and job["state"] == "cleaning"
+        job = await eventually(lambda: state("cleaned"), 30, "the job to be cleaned up")
+        assert all(d["state"] == "Deleted" for d in job["disks"])
+        code, found = await call(region, "POST", "/api/v1/clusters/vol-site/cloudstack/reconcile", token, {})
+        assert code == 200 and found["orphans"] == []
+    finally:
+        await cluster.stop()
+        await region.stop()
+    for daemon in (region, cluster):
+        log = daemon.log_text()
+        assert "Traceback" not in log, log[-3000:]
+        assert SECRET not in log and KEY not in log
+    shutil.rmtree(base, ignore_errors=True)
+
+
+async def _appliance_id(port: int) -> str:
+    """The simulator's appliance VM id, read through the CloudStack API as any client would."""
+    from twisted.internet import reactor
+
+    from clusterd.cloudstack.client import CloudStackClient
+
+    client = CloudStackClient(reactor, f"http://127.0.0.1:{port}/client/api", KEY, SECRET)
+    try:
+        vms = await client.list_virtual_machines()
+        return str(next(vm["id"] for vm in vms if vm["name"] == "oma-appliance"))
+    finally:
+        await client.close()
