@@ -323,6 +323,81 @@ def cmd_machines_power_query(args: argparse.Namespace) -> int:
     return EXIT_OK if not failures else EXIT_UNAVAILABLE
 
 
+def _volume_job_rows(jobs: list[dict[str, Any]]) -> str:
+    return table([(j["job_id"], j["cluster"], j["state"], len(j["disks"]), j["error"]) for j in jobs], ["JOB", "CLUSTER", "STATE", "DISKS", "ERROR"])
+
+
+def cmd_volumes_list(args: argparse.Namespace) -> int:
+    query = {k: v for k, v in (("cluster", args.cluster), ("state", args.state)) if v}
+    data = api(args, "GET", "/api/v1/volume-jobs?" + urlencode({**query, "page_size": 1000}))
+    emit(args, data["items"], _volume_job_rows(data["items"]))
+    return EXIT_OK
+
+
+def cmd_volumes_show(args: argparse.Namespace) -> int:
+    job = api(args, "GET", f"/api/v1/volume-jobs/{quote(args.job_id, safe='')}")
+    human = f"{job['job_id']} on {job['cluster']}: {job['state']} {job['error']}".rstrip() + "\n" + table(
+        [(d["disk_name"], d["size_gb"], d["state"], d["volume_id"], d["device"], d["mount_point"], d["error"]) for d in job["disks"]],
+        ["DISK", "GB", "STATE", "VOLUME", "DEVICE", "MOUNT POINT", "ERROR"])
+    emit(args, job, human)
+    return EXIT_OK
+
+
+def _parse_disk(text: str) -> dict[str, Any]:
+    name, sep, size = text.partition(":")
+    if not sep or not size.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: give disks as NAME:SIZE_GB, e.g. disk-0:100")
+    return {"name": name, "size_gb": int(size)}
+
+
+def cmd_volumes_prepare(args: argparse.Namespace) -> int:
+    job = api(args, "POST", "/api/v1/volume-jobs", body={"cluster": args.cluster, "job_id": args.job_id, "disks": args.disk})
+    emit(args, job, f"preparing {len(job['disks'])} volumes for {job['job_id']}")
+    return EXIT_OK
+
+
+def cmd_volumes_cleanup(args: argparse.Namespace) -> int:
+    job = api(args, "DELETE", f"/api/v1/volume-jobs/{quote(args.job_id, safe='')}?keep={'true' if args.keep else 'false'}")
+    emit(args, job, f"cleaning up {job['job_id']} ({'keeping' if args.keep else 'deleting'} its volumes)")
+    return EXIT_OK
+
+
+def cmd_volumes_reconcile(args: argparse.Namespace) -> int:
+    data = api(args, "POST", f"/api/v1/clusters/{quote(args.cluster, safe='')}/cloudstack/reconcile", body={"clean": args.clean})
+    human = table([(o["job_id"], o["volume_id"], o["name"], o["state"]) for o in data["orphans"]], ["JOB", "VOLUME", "NAME", "STATE"])
+    emit(args, data, human + (f"\ncleaned {len(data['cleaned'])} volumes" if args.clean else ""))
+    return EXIT_OK
+
+
+def cmd_ossea_config(args: argparse.Namespace) -> int:
+    configuration: dict[str, Any] = {}
+    if args.cluster:
+        configuration["cluster"] = args.cluster
+    for name in ("name", "api_url", "zone", "domain", "disk_offering", "oma_vm_id"):
+        value = getattr(args, name, None)
+        if value is not None:
+            configuration[name] = value
+    if getattr(args, "api_key_file", None):
+        configuration["api_key"] = Path(args.api_key_file).read_text().strip()
+    if getattr(args, "secret_key_file", None):
+        from outpost.secret import read_private_file
+
+        configuration["secret_key"] = read_private_file(Path(args.secret_key_file), "secret key file")
+    body: dict[str, Any] = {"action": args.action}
+    if args.action != "list":
+        body["configuration"] = configuration
+    data = api(args, "POST", "/api/v1/ossea/config", body=body)
+    if args.action == "list":
+        human = table([(c["name"], c["cluster"], c["api_url"], c["zone"], c["oma_vm_id"]) for c in data["configurations"]],
+                      ["NAME", "CLUSTER", "API URL", "ZONE", "APPLIANCE VM"])
+    elif args.action == "test":
+        human = "\n".join(f"{'ok  ' if c['ok'] else 'FAIL'} {c['name']}: {c['detail']}" for c in data["checks"])
+    else:
+        human = json.dumps(data, indent=2, sort_keys=True)
+    emit(args, data, human)
+    return EXIT_OK if args.action != "test" or data.get("ok") else EXIT_ERROR
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     health = api(args, "GET", "/api/v1/health", auth=False)
     data = api(args, "GET", "/api/v1/clusters?page_size=1000")
@@ -407,6 +482,44 @@ def parser() -> argparse.ArgumentParser:
     query.add_argument("--cluster", action="append", help="only these clusters (uuid or name)")
     query.add_argument("--timeout", type=float, default=30.0)
     query.set_defaults(func=cmd_machines_power_query)
+
+    volumes = sub.add_parser("volumes", help="migration volume jobs (CloudStack)")
+    vsub = volumes.add_subparsers(dest="volumes_command", required=True, metavar="ACTION")
+    vlist = vsub.add_parser("list", help="list volume jobs")
+    vlist.add_argument("--cluster")
+    vlist.add_argument("--state")
+    vlist.set_defaults(func=cmd_volumes_list)
+    vshow = vsub.add_parser("show", help="one job: per-disk state, device, mount point")
+    vshow.add_argument("job_id")
+    vshow.set_defaults(func=cmd_volumes_show)
+    vprep = vsub.add_parser("prepare", help="create, attach and mount a job's volumes")
+    vprep.add_argument("cluster")
+    vprep.add_argument("job_id")
+    vprep.add_argument("--disk", type=_parse_disk, action="append", required=True, help="NAME:SIZE_GB (repeat per disk)")
+    vprep.set_defaults(func=cmd_volumes_prepare)
+    vclean = vsub.add_parser("cleanup", help="unmount, detach and delete (or --keep) a job's volumes")
+    vclean.add_argument("job_id")
+    vclean.add_argument("--keep", action="store_true", help="keep the volumes, detached")
+    vclean.set_defaults(func=cmd_volumes_cleanup)
+    vrec = vsub.add_parser("reconcile", help="find volumes of jobs the region does not track")
+    vrec.add_argument("cluster")
+    vrec.add_argument("--clean", action="store_true", help="also unmount, detach and delete them")
+    vrec.set_defaults(func=cmd_volumes_reconcile)
+
+    ossea = sub.add_parser("ossea", help="OSSEA/CloudStack configuration of each cluster")
+    osub = ossea.add_subparsers(dest="ossea_command", required=True, metavar="WHAT")
+    config = osub.add_parser("config", help="create, update, delete, get, list or test a configuration")
+    config.add_argument("action", choices=["create", "update", "delete", "get", "list", "test"])
+    config.add_argument("--cluster", help="the cluster (uuid or name) it is for")
+    config.add_argument("--name")
+    config.add_argument("--api-url", dest="api_url")
+    config.add_argument("--zone")
+    config.add_argument("--domain")
+    config.add_argument("--disk-offering", dest="disk_offering")
+    config.add_argument("--oma-vm-id", dest="oma_vm_id")
+    config.add_argument("--api-key-file", help="file holding the API key")
+    config.add_argument("--secret-key-file", help="file (mode 0600) holding the secret key")
+    config.set_defaults(func=cmd_ossea_config)
     return top
 
 

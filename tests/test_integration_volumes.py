@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from typing import Any
 
 import pytest_twisted
 import treq
+from twisted.internet.threads import deferToThread
 
-from tests.daemons import api_get, eventually, free_port, make_cluster, make_region, state_dir
+from tests.daemons import api_get, env, eventually, free_port, make_cluster, make_region, state_dir
 
 KEY, SECRET = "e2e-api-key-0123456789", "e2e-secret-key-0123456789"
 
@@ -71,6 +74,15 @@ async def test_prepare_a_four_disk_job_see_it_mounted_and_clean_it_up() -> None:
         assert [(d["disk_name"], d["state"]) for d in job["disks"]] == [(f"disk-{i}", "Mounted") for i in range(4)]
         assert all(d["mount_point"] == f"/mnt/migration/mig-1/{d['disk_name']}" and d["device"].startswith("/dev/vd") for d in job["disks"])
 
+        # The admin command sees the same.
+        shown = await outpost(region, token, "--json", "volumes", "show", "mig-1")
+        assert shown.returncode == 0 and json.loads(shown.stdout)["state"] == "prepared"
+        listed = await outpost(region, token, "ossea", "config", "list")
+        assert listed.returncode == 0 and "sim-cs" in listed.stdout and SECRET not in listed.stdout
+        tested = await outpost(region, token, "ossea", "config", "test", "--name", "sim-cs")
+        assert tested.returncode == 0 and "ok   appliance_vm" in tested.stdout
+        busy = await outpost(region, token, "volumes", "prepare", "vol-site", "mig-1", "--disk", "d:1")
+        assert busy.returncode == 1 and "exists" in busy.stderr
         code, job = await call(region, "DELETE", "/api/v1/volume-jobs/mig-1", token)
         assert code == 202 and job["state"] == "cleaning"
         job = await eventually(lambda: state("cleaned"), 30, "the job to be cleaned up")
@@ -85,6 +97,11 @@ async def test_prepare_a_four_disk_job_see_it_mounted_and_clean_it_up() -> None:
         assert "Traceback" not in log, log[-3000:]
         assert SECRET not in log and KEY not in log
     shutil.rmtree(base, ignore_errors=True)
+
+
+async def outpost(region: Any, token: str, *args: str) -> Any:
+    return await deferToThread(subprocess.run, [sys.executable, "-m", "outpost", "--url", region.url, "--token", token, *args],
+                               env=env(), capture_output=True, text=True, timeout=60)
 
 
 async def _appliance_id(port: int) -> str:
