@@ -20,6 +20,7 @@ Example::
         job_duration: 1.0
     volumes:
       mount_root: /mnt/migration
+      orphans: report                  # job volumes the region does not track, found at start: report or clean
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ def cluster_name(value: Any) -> str:
     return value
 
 
+def _orphan_policy(value: Any) -> str:
+    if value not in ("report", "clean"):
+        raise ValueError(f"must be report or clean, not {value!r}")
+    return str(value)
+
+
 def _absolute_dir(value: Any) -> str:
     string(value)
     if not value.startswith("/") or "\x00" in value:
@@ -100,6 +107,8 @@ class ClusterConfig:
     simulate_maas: SimulatedMAAS | None = None
     simulate_cloudstack: SimulatedCloudStack | None = None
     mount_root: str = "/mnt/migration"
+    #: Orphaned job volumes found at start: "report" them, or "clean" them up.
+    orphans: str = "report"
 
     @property
     def secret_path(self) -> Path:
@@ -144,7 +153,10 @@ def load_config(text: str, overrides: dict[str, Any] | None = None) -> ClusterCo
             problems,
         )
         simulate_cloudstack = SimulatedCloudStack(**sim_cs)
-    volumes = load_section(values["volumes"], "volumes", [Field("mount_root", _absolute_dir, "/mnt/migration")], problems)
+    volumes = load_section(
+        values["volumes"], "volumes",
+        [Field("mount_root", _absolute_dir, "/mnt/migration"), Field("orphans", _orphan_policy, "report")], problems,
+    )
     if simulate["maas"] is not None:
         sim = load_section(
             simulate["maas"] if simulate["maas"] is not True else {},
@@ -167,4 +179,5 @@ def load_config(text: str, overrides: dict[str, Any] | None = None) -> ClusterCo
         simulate_maas=simulate_maas,
         simulate_cloudstack=simulate_cloudstack,
         mount_root=volumes["mount_root"],
+        orphans=volumes["orphans"],
     )

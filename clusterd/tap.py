@@ -71,7 +71,7 @@ def makeService(options: Options) -> IService:  # noqa: N802
     # Each refers to the other only when called, after both exist.
     machines = MachineWork(reactor, None, region=lambda: connector.getClient())
     mounter = SimulatedMounter(reactor) if config.simulate_cloudstack is not None else RealMounter(reactor)
-    volumes = VolumeWork(reactor, mounter, region=lambda: connector.getClient(), mount_root=config.mount_root)
+    volumes = VolumeWork(reactor, mounter, region=lambda: connector.getClient(), mount_root=config.mount_root, orphans=config.orphans)
     SiteService(reactor, config, machines, volumes).setServiceParent(top)
     connector = RegionConnector(
         reactor=reactor,

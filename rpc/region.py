@@ -130,11 +130,14 @@ class ReportVolumeJob(RPCCommand):
 class GetTrackedVolumeJobs(RPCCommand):
     """
     The volume jobs the region tracks for the calling cluster, so it can
-    find orphaned volumes.  Answers ``{"job_ids": [...]}``.
+    find orphaned volumes.  Answers ``{"job_ids": [...], "busy": {job_id:
+    "prepare"|"cleanup"}}``: `busy` are those the region believes the
+    cluster is working on (a cluster that has just started is not, so it
+    ends them).
 
     :since: 0.3
     """
 
     arguments: list = []
-    response = [(b"job_ids", Structure())]
+    response = [(b"job_ids", Structure()), (b"busy", Structure())]
     errors = {rpc_errors.RegistrationRequired: b"REGISTRATION_REQUIRED"}

@@ -19,7 +19,7 @@ from clusterd.cloudstack.client import CloudStackClient
 from clusterd.cloudstack.errors import CloudStackAuthError, CloudStackError, CloudStackParameterError
 from clusterd.volumes.lifecycle import Settings, VolumeLifecycle
 from rpc import errors as rpc_errors
-from rpc.region import ReportVolumeJob, ReportVolumeState
+from rpc.region import GetTrackedVolumeJobs, ReportEvent, ReportVolumeJob, ReportVolumeState
 
 __all__ = ["VolumeWork"]
 
@@ -50,6 +50,9 @@ class VolumeWork:
     _client: Any = attrs.field(init=False, default=None, repr=False)
     _lifecycle: VolumeLifecycle | None = attrs.field(init=False, default=None, repr=False)
     running: dict[str, str] = attrs.field(init=False, factory=dict)
+    #: What to do with orphaned volumes found at start: "report" or "clean".
+    orphans: str = "report"
+    _reconciled: bool = attrs.field(init=False, default=False)
 
     # -- configuration -------------------------------------------------------
 
@@ -63,6 +66,13 @@ class VolumeWork:
             return
         make = self.client_factory or (lambda c: CloudStackClient(self.reactor, c["api_url"], c["api_key"], c["secret_key"]))
         self._client = make(configuration)
+        if not self._reconciled:
+            # Once per process: jobs the region thinks we are working on were
+            # interrupted by our restart, and volumes of jobs nobody tracks are orphans.
+            self._reconciled = True
+            Deferred.fromCoroutine(self.reconcile_on_start()).addErrback(
+                lambda f: log.failure("Reconciling volumes at start failed", f)
+            )
         log.info("CloudStack configuration {name} (revision {revision}) at {url}", name=configuration.get("name"),
                  revision=configuration.get("revision"), url=configuration.get("api_url"))
 
@@ -143,6 +153,31 @@ class VolumeWork:
             return await lifecycle.reconcile([t for t in tracked if isinstance(t, str)] + list(self.running), clean)
         except CloudStackError as e:
             raise _rpc_error(e) from None
+
+    async def reconcile_on_start(self) -> dict[str, Any]:
+        """
+        End the jobs a previous run of this cluster left half done (the
+        region still thinks they are being worked on): their volumes are
+        cleaned up and the job reported failed.  Then report (or clean, by
+        policy) volumes of jobs the region does not track.
+        """
+        answer = await self.region()(GetTrackedVolumeJobs, timeout=30)
+        for job_id, operation in sorted(answer["busy"].items()):
+            if job_id in self.running:
+                continue
+
+            async def end(lifecycle: VolumeLifecycle, job_id: str = job_id, operation: str = operation) -> dict[str, Any]:
+                cleaned = await lifecycle.cleanup(job_id, delete=operation == "prepare")
+                return {"outcome": "failed", "undone": [{"step": "cleanup", "outcome": cleaned["outcome"]}],
+                        "error": f"interrupted by a restart of the cluster; {'volumes removed' if operation == 'prepare' else 'run the cleanup again'}"
+                                 + (f" ({cleaned['error']})" if cleaned["error"] else "")}
+
+            self.start(job_id, operation, end)
+        found = await self.reconcile(list(answer["job_ids"]), clean=self.orphans == "clean")
+        if found["orphans"]:
+            await self._offer(ReportEvent, type="volumes.orphans", subject="", outcome="cleaned" if found["cleaned"] else "found",
+                              data=found)
+        return found
 
     async def test_connection(self) -> dict[str, Any]:
         if self._configuration is None:

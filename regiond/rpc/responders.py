@@ -41,6 +41,8 @@ class IVolumeCallbacks(Protocol):
 
     def tracked_jobs(self, cluster_uuid: str) -> Awaitable[list[str]]: ...
 
+    def busy_jobs(self, cluster_uuid: str) -> Awaitable[dict[str, str]]: ...
+
 
 class RegionResponders(amp.CommandLocator):
     def __init__(
@@ -75,7 +77,9 @@ class RegionResponders(amp.CommandLocator):
     @GetTrackedVolumeJobs.responder
     def get_tracked_volume_jobs(self) -> Deferred[dict[str, Any]]:
         async def tracked(uuid: str) -> dict[str, Any]:
-            return {"job_ids": await self._volumes.tracked_jobs(uuid) if self._volumes else []}
+            if self._volumes is None:
+                return {"job_ids": [], "busy": {}}
+            return {"job_ids": await self._volumes.tracked_jobs(uuid), "busy": await self._volumes.busy_jobs(uuid)}
 
         return self._reporting(tracked)
 

@@ -25,7 +25,7 @@ from regiond.storage._http import HTTPClient, Upstream, make_http_client
 from regiond.storage._query import MAX_PAGE_SIZE, RESOURCE_STATES, StorageQuery, parse_storage_query
 from regiond.storage._transform import Transformer, apply_filters, customer_index, mock_gid, mock_uid, prepare
 from regiond.storage._waldur import WALDUR_MAX_PAGE_SIZE, WaldurClient, WaldurPage, waldur_root
-from regiond.storage.errors import HpcUserApiError, StorageError, UpstreamError, UpstreamTimeout, WaldurError, WaldurTimeout
+from regiond.storage.errors import HpcUserApiError, HpcUserApiTimeout, StorageError, UpstreamError, UpstreamTimeout, WaldurError, WaldurTimeout
 
 __all__ = [
     "StorageConfig",
@@ -63,4 +63,5 @@ __all__ = [
     "WaldurError",
     "WaldurTimeout",
     "HpcUserApiError",
+    "HpcUserApiTimeout",
 ]

@@ -116,10 +116,12 @@ class StorageService:
             hexes = [h for h in [_hex(first)] if h]
         else:
             hexes = list(dict.fromkeys(h for h in (_hex(r.get("offering_uuid")) for r in page.items if isinstance(r, dict)) if h))
-        customers = await self._all_customers(hexes)
         mock_items = self.config.backend_settings.use_mock_target_items
         names = [r.project_slug for r in records if needs_gid_lookup(r, single=single, use_mock_target_items=mock_items)]
-        gids = await self.resolver.resolve(names)
+        # Customers and GIDs do not depend on each other: fetch them side by side.
+        customers, gids = await defer.gatherResults(
+            [Deferred.fromCoroutine(self._all_customers(hexes)), Deferred.fromCoroutine(self.resolver.resolve(names))], consumeErrors=True
+        )
         return self.transformer.entries(records, customers, gids, single=single)
 
     # -- GET /api/storage-resources/ --------------------------------------------------

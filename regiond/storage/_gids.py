@@ -28,11 +28,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from regiond.storage._config import HpcUserApiConfig
 from regiond.storage._http import HTTPClient, Upstream
 from regiond.storage._transform import mock_gid
-from regiond.storage.errors import HpcUserApiError
+from regiond.storage.errors import HpcUserApiError, HpcUserApiTimeout
+from regiond.storage.interfaces import IGidSource
 
 __all__ = ["HpcUserClient", "GidResolver", "CACHE_POLICY", "BATCH"]
 
@@ -44,6 +46,7 @@ BATCH = 100
 _PROJECTS_PATH = "/api/v1/export/waldur/projects"
 
 
+@implementer(IGidSource)
 @attrs.define
 class HpcUserClient:
     reactor: IReactorTime
@@ -57,7 +60,9 @@ class HpcUserClient:
     token_fetches: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
-        self._upstream = Upstream(self.reactor, self.http, "HPC User API", self.config.timeout, self.retries, error=HpcUserApiError)
+        self._upstream = Upstream(
+            self.reactor, self.http, "HPC User API", self.config.timeout, self.retries, error=HpcUserApiError, timeout_error=HpcUserApiTimeout
+        )
 
     @property
     def upstream(self) -> Upstream:

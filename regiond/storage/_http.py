@@ -19,6 +19,7 @@ from twisted.internet.error import ConnectError, ConnectionClosed, DNSLookupErro
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web._newclient import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
 from twisted.web.client import HTTPConnectionPool
 
@@ -61,6 +62,10 @@ def make_http_client(reactor: Any, persistent_per_host: int = 8) -> tuple[HTTPCl
 
 class _TooLarge(Exception):
     pass
+
+
+def _timed_out(result: Any, timeout: float) -> Failure:
+    return Failure(defer.TimeoutError(f"no answer within {timeout}s"))
 
 
 @attrs.frozen
@@ -136,7 +141,9 @@ class Upstream:
             attempt += 1
             try:
                 d = Deferred.fromCoroutine(self._once(method, url, kwargs))
-                d.addTimeout(self.timeout, self.reactor)
+                # Cancelling an HTTP request can surface as ResponseNeverReceived, not
+                # CancelledError: whatever the timeout's cancel leaves is a timeout.
+                d.addTimeout(self.timeout, self.reactor, onTimeoutCancel=_timed_out)
                 answer = await d
             except (defer.TimeoutError, CancelledError):
                 failure: UpstreamError = self.timeout_error.after(self.name, method, url, self.timeout)

@@ -18,9 +18,11 @@ from typing import Any, AsyncIterator, Sequence
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
 
 from regiond.storage._http import HTTPClient, Upstream
 from regiond.storage.errors import WaldurError, WaldurTimeout
+from regiond.storage.interfaces import IWaldurClient
 
 __all__ = ["WaldurClient", "WaldurPage", "waldur_root", "WALDUR_MAX_PAGE_SIZE"]
 
@@ -45,6 +47,7 @@ class WaldurPage:
     has_next: bool
 
 
+@implementer(IWaldurClient)
 @attrs.define
 class WaldurClient:
     reactor: IReactorTime

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from regiond.errors import RegionError
 
-__all__ = ["StorageError", "UpstreamError", "UpstreamTimeout", "WaldurError", "WaldurTimeout", "HpcUserApiError"]
+__all__ = ["StorageError", "UpstreamError", "UpstreamTimeout", "WaldurError", "WaldurTimeout", "HpcUserApiError", "HpcUserApiTimeout"]
 
 
 class StorageError(RegionError):
@@ -55,3 +55,7 @@ class WaldurTimeout(WaldurError, UpstreamTimeout):
 
 class HpcUserApiError(UpstreamError):
     """The HPC User API or its token endpoint failed (the GID lookup falls back or skips)."""
+
+
+class HpcUserApiTimeout(HpcUserApiError, UpstreamTimeout):
+    pass

@@ -125,3 +125,7 @@ class VolumeService:
 
     async def tracked_jobs(self, cluster_uuid: str) -> list[str]:
         return await self.jobs.tracked(cluster_uuid)
+
+    async def busy_jobs(self, cluster_uuid: str) -> dict[str, str]:
+        return await self.jobs.busy(cluster_uuid)
+

@@ -141,6 +141,13 @@ class VolumeJobStore:
 
         return await self.db.transaction(work)
 
+    async def busy(self, cluster_uuid: str) -> dict[str, str]:
+        """job_id → "prepare"/"cleanup" for the cluster's jobs being worked on."""
+        rows = await self.db.fetch(
+            "SELECT job_id, state FROM volume_jobs WHERE cluster_uuid = %s AND state = ANY(%s)", (cluster_uuid, list(BUSY_STATES))
+        )
+        return {r["job_id"]: ("prepare" if r["state"] == "preparing" else "cleanup") for r in rows}
+
     async def tracked(self, cluster_uuid: str) -> list[str]:
         rows = await self.db.fetch(
             "SELECT job_id FROM volume_jobs WHERE cluster_uuid = %s AND NOT (state = ANY(%s)) ORDER BY job_id",
