@@ -14,6 +14,7 @@ $(DEPS): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet '.[test]'
+	$(BIN)/pip install --quiet --no-deps waldur-site-agent==0.7.9 waldur-site-agent-cscs-hpc-storage==0.7.9
 	touch $@
 
 $(INSTALLED): $(DEPS) $(SOURCES)
@@ -29,6 +30,7 @@ test: $(INSTALLED)
 bench: $(INSTALLED)
 	$(BIN)/python bench/rpc.py
 	$(BIN)/python bench/machines.py
+	$(BIN)/python bench/storage.py
 
 clean:
 	rm -rf $(VENV) .run build *.egg-info

@@ -33,6 +33,7 @@ from regiond.machines.sync import InventorySync
 from regiond.rpc.registrar import ClusterRegistrar
 from regiond.rpc.registry import ConnectionRegistry
 from regiond.rpc.responders import RegionResponders
+from regiond.storage import StorageConfig, StorageService
 from regiond.tokens import TokenStore
 from regiond.volumes.api import VolumesAPI
 from regiond.volumes.config import CloudStackConfigStore
@@ -57,6 +58,7 @@ class RegionApp:
     webhook_secret: bytes | None = attrs.field(default=None, repr=False)
     #: The region's RPC secret; CloudStack credentials are encrypted at rest with a key derived from it.
     region_secret: bytes = attrs.field(default=b"", repr=False)
+    storage_config: StorageConfig | None = None
     registry: ConnectionRegistry = attrs.field(init=False)
     clusters: ClusterStore = attrs.field(init=False)
     processes: RegionProcessStore = attrs.field(init=False)
@@ -67,6 +69,7 @@ class RegionApp:
     process_id: int | None = attrs.field(init=False, default=None)
     registrar: ClusterRegistrar | None = attrs.field(init=False, default=None)
     volume_service: VolumeService = attrs.field(init=False)
+    storage: StorageService | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self.registry = ConnectionRegistry(self.reactor)
@@ -76,6 +79,8 @@ class RegionApp:
         self.machines = MachineStore(self.db)
         self.machine_service = MachineService(self.reactor, self.db, self.registry, self.machines)
         self.sync = InventorySync(self.reactor, self.registry, self.machines, wants=self._has_maas)
+        if self.storage_config is not None:
+            self.storage = StorageService(self.reactor, self.storage_config)
         self.volume_service = VolumeService(
             self.registry, CloudStackConfigStore(self.db, self.region_secret), VolumeJobStore(self.db)
         )
@@ -120,6 +125,7 @@ class RegionApp:
             *MachinesAPI(self.clusters, self.machines, self.machine_service, self.sync, self.webhook_secret).routes(),
             *VolumesAPI(self.clusters, self.volume_service).routes(),
             *EventsAPI(self.db).routes(),
+            *(self.storage.routes() if self.storage is not None else []),
         ]
         routes.append(openapi_route(routes, __version__))
         return routes

@@ -17,6 +17,7 @@ Example (every key optional; these are the defaults)::
       sync_interval: 300       # seconds between full inventory syncs
       transitional_interval: 15  # seconds between polls of machines mid-transition
       webhook_secret_file: null  # hex secret for POST /api/v1/webhooks/maas/{cluster}
+    storage: null              # the CSCS storage resources API fed from Waldur (see README)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 import attrs
 
+from regiond.storage import StorageConfig, parse_storage_config
 from outpost.config import (
     ConfigError,
     Field,
@@ -79,6 +81,7 @@ class RegionConfig:
     rpc: RPCConfig = RPCConfig()
     http: HTTPConfig = HTTPConfig()
     maas: MAASConfig = MAASConfig()
+    storage: StorageConfig | None = None
 
     @property
     def secret_path(self) -> Path:
@@ -107,6 +110,7 @@ def load_config(text: str) -> RegionConfig:
             Field("rpc", lambda v: v, None),
             Field("http", lambda v: v, None),
             Field("maas", lambda v: v, None),
+            Field("storage", lambda v: v, None),
         ],
         problems,
     )
@@ -133,6 +137,7 @@ def load_config(text: str) -> RegionConfig:
         ],
         problems,
     )
+    storage = parse_storage_config(top["storage"], problems)
     if problems:
         raise ConfigError(problems)
     return RegionConfig(
@@ -142,4 +147,5 @@ def load_config(text: str) -> RegionConfig:
         rpc=RPCConfig(**rpc),
         http=HTTPConfig(**http),
         maas=MAASConfig(**maas),
+        storage=storage,
     )

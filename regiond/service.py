@@ -109,7 +109,9 @@ class RegionService(Service):
         if applied:
             log.info("Applied migrations {versions}", versions=applied)
 
-        self.app = app = RegionApp(self.reactor, db, webhook_secret=self._webhook_secret(), region_secret=secret)
+        self.app = app = RegionApp(
+            self.reactor, db, webhook_secret=self._webhook_secret(), region_secret=secret, storage_config=config.storage
+        )
         self.registry = app.registry
         hostname, pid = socket.gethostname(), os.getpid()
         rpc_port = await serverFromString(self.reactor, config.rpc.listen).listen(app.rpc_factory(secret, f"{hostname}:{pid}"))
@@ -167,6 +169,8 @@ class RegionService(Service):
         for port in reversed(self._ports):
             await port.stopListening()
         self._ports.clear()
+        if self.app is not None and self.app.storage is not None:
+            await self.app.storage.close()
         closing = []
         for connection in self.registry.all_connections():
             closing.append(connection.when_closed())

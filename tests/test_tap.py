@@ -65,3 +65,23 @@ def test_twistd_prints_the_problems_without_a_traceback(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "database.pool_size" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_storage_section_turns_on_the_storage_resources_api(tmp_path: Path) -> None:
+    from regiond.app import RegionApp
+
+    config = tmp_path / "region.yaml"
+    config.write_text(
+        "storage:\n"
+        "  waldur_api_url: http://waldur.example/api/\n"
+        "  waldur_api_token: secret-token\n"
+        "  storage_systems: {capstor: capstor-offering}\n"
+    )
+    options = region_tap.Options()
+    options.parseOptions(["--config", str(config)])
+    parsed = options["parsed"]
+    assert parsed.storage is not None and "secret-token" not in repr(parsed.storage)
+    app = RegionApp(object(), object(), storage_config=parsed.storage)  # type: ignore[arg-type]
+    app.attach_process(1)
+    templates = {route.template for route in app.routes()}
+    assert {"/api/storage-resources/", "/api/v1/storage/gid-cache"} <= templates

@@ -119,9 +119,8 @@ class StorageService:
         mock_items = self.config.backend_settings.use_mock_target_items
         names = [r.project_slug for r in records if needs_gid_lookup(r, single=single, use_mock_target_items=mock_items)]
         # Customers and GIDs do not depend on each other: fetch them side by side.
-        customers, gids = await defer.gatherResults(
-            [Deferred.fromCoroutine(self._all_customers(hexes)), Deferred.fromCoroutine(self.resolver.resolve(names))], consumeErrors=True
-        )
+        both: list[Deferred[Any]] = [Deferred.fromCoroutine(self._all_customers(hexes)), Deferred.fromCoroutine(self.resolver.resolve(names))]
+        customers, gids = await defer.gatherResults(both, consumeErrors=True)
         return self.transformer.entries(records, customers, gids, single=single)
 
     # -- GET /api/storage-resources/ --------------------------------------------------
@@ -334,8 +333,8 @@ def _debug_match(raw: Any, query: StorageQuery) -> bool:
     if not isinstance(raw, dict):
         return False
     if query.data_type:
-        attributes = raw.get("attributes") if isinstance(raw.get("attributes"), dict) else {}
-        data_type = attributes.get("storage_data_type") or "store"
+        attributes = raw.get("attributes")
+        data_type = (attributes.get("storage_data_type") if isinstance(attributes, dict) else None) or "store"
         if not isinstance(data_type, str) or data_type.lower() != query.data_type:
             return False
     if query.status and status_of(raw.get("state")) != query.status:

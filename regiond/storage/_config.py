@@ -260,12 +260,13 @@ def parse_storage_config(data: Any, problems: list[str]) -> StorageConfig | None
     hpc = _hpc_user_api(top["hpc_user_api"], problems)
     if len(problems) > before:
         return None
+    components: dict[str, Any] = top["backend_components"] if top["backend_components"] is not None else dict(DEFAULT_COMPONENTS)
     return StorageConfig(
         waldur_api_url=top["waldur_api_url"],
         waldur_api_token=top["waldur_api_token"],
         storage_systems=top["storage_systems"],
         backend_settings=settings,
-        backend_components=top["backend_components"] if top["backend_components"] is not None else dict(DEFAULT_COMPONENTS),
+        backend_components=components,
         hpc_user_api=hpc,
         waldur_timeout=top["waldur_timeout"],
         waldur_retries=top["waldur_retries"],

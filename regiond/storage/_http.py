@@ -49,7 +49,7 @@ class HTTPClient(Protocol):
     def request(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]: ...
 
 
-def make_http_client(reactor: Any, persistent_per_host: int = 8) -> tuple[HTTPClient, HTTPConnectionPool]:
+def make_http_client(reactor: Any, persistent_per_host: int = 8) -> tuple[Any, HTTPConnectionPool]:
     """A treq client on `reactor` with its own pool (treq's default keeps only 2 connections a host)."""
     from treq.client import HTTPClient as TreqClient
     from twisted.web.client import Agent

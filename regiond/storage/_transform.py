@@ -130,7 +130,7 @@ def _file_system_object(fs: str) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1024)
 def _data_type_object(data_type: str, with_path: bool) -> dict[str, Any]:
-    out = {"itemId": _uuid5(f"storage_data_type:{data_type}"), "key": data_type.lower(), "name": data_type.upper()}
+    out: dict[str, Any] = {"itemId": _uuid5(f"storage_data_type:{data_type}"), "key": data_type.lower(), "name": data_type.upper()}
     if with_path:
         out["path"] = data_type.lower()
     out["active"] = True

@@ -1,27 +1,29 @@
-"""The narrow interfaces the storage API depends on (Waldur and the GID source)."""
+"""
+What the storage API depends on: a Waldur client and a source of project
+GIDs.  `WaldurClient` and `HpcUserClient` provide them; the simulators in
+``simulators.waldur`` and ``simulators.hpcuser`` stand behind both in tests.
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 from zope.interface import Interface
 
 
 class IWaldurClient(Interface):
-    """The Waldur calls the storage API makes."""
+    """The Waldur calls the storage API makes (coroutines)."""
 
-    async def resources_page(offering_slugs: str, page: int, page_size: int, state: str | None = None) -> Any:
+    def resources_page(offering_slugs, page, page_size, state=None):  # type: ignore[no-untyped-def]
         """One page of marketplace resources (a `WaldurPage`) of the comma-separated offering slugs."""
 
-    async def all_resources(offering_slugs: Any, state: str | None = None) -> list[Any]:
+    def all_resources(offering_slugs, state=None):  # type: ignore[no-untyped-def]
         """Every marketplace resource of the offerings, through all pages."""
 
-    async def offering_customers(offering_uuid: str) -> list[Any]:
-        """Every customer of the offering, through all pages."""
+    def offering_customers(offering_uuid):  # type: ignore[no-untyped-def]
+        """Every customer of the offering (by UUID), through all pages."""
 
 
 class IGidSource(Interface):
-    """Project GIDs."""
+    """Project GIDs (a coroutine)."""
 
-    async def project_gids(names: list[str]) -> dict[str, int | None]:
-        """The GID of each project (None for unknown ones), in one request."""
+    def project_gids(names):  # type: ignore[no-untyped-def]
+        """The GID of each project in `names` (None for unknown ones), in one request."""

@@ -1,0 +1,129 @@
+"""The Waldur simulator on twisted.web: latency and faults around `WaldurSimulator.handle`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.protocols.policies import WrappingFactory
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from simulators.waldur.state import SimResponse, WaldurSimulator
+
+__all__ = ["WaldurResource", "make_site", "start_waldur_simulator", "stop_waldur_simulator", "simulator_url"]
+
+
+def origin_of(request: Request) -> str:
+    host = request.getHeader(b"host")
+    if host:
+        return f"http://{host.decode('latin-1')}"
+    address = request.getHost()
+    return f"http://{address.host}:{address.port}"
+
+
+def write_answer(request: Request, answer: SimResponse) -> None:
+    request.setResponseCode(answer.status)
+    for name, value in answer.headers:
+        request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+    if request.method != b"HEAD":
+        request.write(answer.body)
+    request.finish()
+
+
+class WaldurResource(Resource):
+    """Every request goes to the simulator; faults and latency are applied here."""
+
+    isLeaf = True
+
+    def __init__(self, simulator: WaldurSimulator, reactor: Any) -> None:
+        super().__init__()
+        self.simulator = simulator
+        self.reactor = reactor
+
+    def render(self, request: Request) -> Any:
+        faults = self.simulator.faults
+        if faults.queue:
+            outcome = faults.queue.pop(0)
+            if outcome == "drop":
+                request.transport.abortConnection()
+                return NOT_DONE_YET
+            if outcome == "hang":
+                return NOT_DONE_YET
+            body = b'{"detail": "Simulated failure."}'
+            answer = SimResponse(int(outcome), (("Content-Type", "application/json"),), body)
+        else:
+            query = {
+                k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
+                for k, vs in (request.args or {}).items()
+            }
+            headers = {
+                name.decode("latin-1").lower(): values[-1].decode("latin-1")
+                for name, values in request.requestHeaders.getAllRawHeaders()
+            }
+            answer = self.simulator.handle(
+                request.method.decode("ascii", "replace"),
+                request.path.decode("utf-8", "replace"),
+                query,
+                headers,
+                origin_of(request),
+            )
+        if faults.latency > 0:
+            finished: list[bool] = []
+            request.notifyFinish().addBoth(lambda _: finished.append(True))
+
+            def later() -> None:
+                if not finished:
+                    write_answer(request, answer)
+
+            self.reactor.callLater(faults.latency, later)
+        else:
+            write_answer(request, answer)
+        return NOT_DONE_YET
+
+
+def make_site(simulator: WaldurSimulator, reactor: Any) -> WrappingFactory:
+    """A Site for the simulator, wrapped so that its open connections can be closed on stop."""
+    site = Site(WaldurResource(simulator, reactor))
+    site.displayTracebacks = False
+    site.noisy = False
+    factory = WrappingFactory(site)
+    factory.noisy = False
+    return factory
+
+
+async def start_waldur_simulator(
+    reactor: Any,
+    endpoint: str = "tcp:0:interface=127.0.0.1",
+    *,
+    token: str = "waldur-sim-token",
+    resources: int = 100,
+    seed: int = 0,
+    customers: int | None = None,
+    simulator: WaldurSimulator | None = None,
+) -> tuple[IListeningPort, WaldurSimulator]:
+    """Serve a simulated Waldur on `endpoint` (a new one, or `simulator`); returns the port and the state."""
+    if simulator is None:
+        simulator = WaldurSimulator.create(token=token, resources=resources, seed=seed, customers=customers)
+    factory = make_site(simulator, reactor)
+    port = await serverFromString(reactor, endpoint).listen(factory)
+    simulator.listeners.append((port, factory))
+    return port, simulator
+
+
+async def stop_waldur_simulator(port: IListeningPort, simulator: WaldurSimulator) -> None:
+    """Stop listening and close every connection still open."""
+    for entry in list(simulator.listeners):
+        listening, factory = entry
+        if listening is port:
+            simulator.listeners.remove(entry)
+            await listening.stopListening()
+            for protocol in list(factory.protocols):
+                protocol.transport.abortConnection()
+
+
+def simulator_url(port: IListeningPort) -> str:
+    """The ``waldur_api_url`` of a simulator on `port`: ``http://127.0.0.1:PORT/api/``."""
+    address = port.getHost()
+    return f"http://{address.host}:{address.port}/api/"
