@@ -13,6 +13,7 @@ Example::
       api_key_file: /etc/outpost/maas.key
     simulate:                          # instead of a real MAAS: a simulated one in this process
       maas: {machines: 20, seed: 0, speed: 1.0}
+      devices: false                   # simulated block devices following a CloudStack that runs elsewhere
       cloudstack:                      # a simulated CloudStack here, with simulated block devices
         listen: tcp:8080:interface=127.0.0.1
         api_key: ...
@@ -36,6 +37,7 @@ from clusterd.maas.config import MAASConfig, parse_maas_config
 from outpost.config import (
     ConfigError,
     Field,
+    boolean,
     http_url,
     int_between,
     list_of,
@@ -107,6 +109,8 @@ class ClusterConfig:
     simulate_maas: SimulatedMAAS | None = None
     simulate_cloudstack: SimulatedCloudStack | None = None
     mount_root: str = "/mnt/migration"
+    #: Simulated block devices that follow CloudStack's attachments (its simulator running elsewhere).
+    simulate_devices: bool = False
     #: Orphaned job volumes found at start: "report" them, or "clean" them up.
     orphans: str = "report"
 
@@ -141,7 +145,8 @@ def load_config(text: str, overrides: dict[str, Any] | None = None) -> ClusterCo
     maas = parse_maas_config(values["maas"], problems)
     simulate_maas = None
     simulate = load_section(
-        values["simulate"], "simulate", [Field("maas", lambda v: v, None), Field("cloudstack", lambda v: v, None)], problems
+        values["simulate"], "simulate",
+        [Field("maas", lambda v: v, None), Field("cloudstack", lambda v: v, None), Field("devices", boolean, False)], problems,
     )
     simulate_cloudstack = None
     if simulate["cloudstack"] is not None:
@@ -180,4 +185,5 @@ def load_config(text: str, overrides: dict[str, Any] | None = None) -> ClusterCo
         simulate_cloudstack=simulate_cloudstack,
         mount_root=volumes["mount_root"],
         orphans=volumes["orphans"],
+        simulate_devices=simulate["devices"],
     )

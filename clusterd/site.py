@@ -129,3 +129,53 @@ class SiteService(Service):
 
             await stop_cloudstack_simulator(*self._cloudstack)
             self._cloudstack = None
+
+
+@attrs.define(eq=False)
+class DeviceFollower(Service):
+    """
+    For a cluster whose CloudStack runs elsewhere (a ``cloudstack-sim``
+    process, say) but whose block devices are simulated: every `interval`
+    seconds, make the simulated mounter's devices match the volumes
+    CloudStack shows attached to the appliance VM, as the hypervisor would.
+    """
+
+    reactor: Any = attrs.field(repr=False)
+    volumes: VolumeWork
+    interval: float = 0.2
+    _loop: Any = attrs.field(init=False, default=None, repr=False)
+    _names: dict[str, str] = attrs.field(init=False, factory=dict, repr=False)
+
+    def startService(self) -> None:  # noqa: N802
+        from twisted.internet.task import LoopingCall
+
+        super().startService()
+        self._loop = LoopingCall(lambda: Deferred.fromCoroutine(self.follow()))
+        self._loop.clock = self.reactor
+        self._loop.start(self.interval).addErrback(lambda f: log.failure("Following CloudStack's attachments stopped", f))
+
+    def stopService(self) -> None:  # noqa: N802
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    async def follow(self) -> None:
+        configuration, client = self.volumes.configuration, self.volumes.client
+        if configuration is None or client is None:
+            return
+        try:
+            attached = {
+                v["id"]: int(v["deviceid"])
+                for v in await client.list_volumes(virtualmachineid=configuration["oma_vm_id"])
+                if v.get("deviceid") is not None and v.get("type") != "ROOT"
+            }
+        except Exception as e:
+            log.debug("Could not read attachments: {error}", error=str(e))
+            return
+        mounter = self.volumes.mounter
+        for volume_id in set(self._names) - set(attached):
+            mounter.remove_device(self._names.pop(volume_id))
+        for volume_id, device_id in attached.items():
+            if volume_id not in self._names:
+                self._names[volume_id] = name = virtio_name(device_id)
+                mounter.add_device(name, serial=volume_id.replace("-", "")[:20])

@@ -12,7 +12,7 @@ from clusterd.config import load_config
 from clusterd.connector import RegionConnector
 from clusterd.machines import MachineWork
 from clusterd.responders import ClusterResponders
-from clusterd.site import SiteService
+from clusterd.site import DeviceFollower, SiteService
 from clusterd.volumes import RealMounter, SimulatedMounter
 from clusterd.volumes.work import VolumeWork
 from clusterd.state import load_or_create_uuid
@@ -70,9 +70,12 @@ def makeService(options: Options) -> IService:  # noqa: N802
     top = MultiService()
     # Each refers to the other only when called, after both exist.
     machines = MachineWork(reactor, None, region=lambda: connector.getClient())
-    mounter = SimulatedMounter(reactor) if config.simulate_cloudstack is not None else RealMounter(reactor)
+    simulated = config.simulate_cloudstack is not None or config.simulate_devices
+    mounter = SimulatedMounter(reactor) if simulated else RealMounter(reactor)
     volumes = VolumeWork(reactor, mounter, region=lambda: connector.getClient(), mount_root=config.mount_root, orphans=config.orphans)
     SiteService(reactor, config, machines, volumes).setServiceParent(top)
+    if config.simulate_devices:
+        DeviceFollower(reactor, volumes).setServiceParent(top)
     connector = RegionConnector(
         reactor=reactor,
         region_urls=config.regions,

@@ -116,3 +116,80 @@ async def _appliance_id(port: int) -> str:
         return str(next(vm["id"] for vm in vms if vm["name"] == "oma-appliance"))
     finally:
         await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cluster_restarted_mid_prepare_leaves_no_orphan() -> None:
+    """CloudStack runs in its own process (it must outlive the cluster); the cluster's devices follow its attachments."""
+    from tests.daemons import TWISTD, Daemon
+
+    base = state_dir()
+    region = make_region(base)
+    cs_port = free_port()
+    cloudstack = Daemon(
+        name="cloudstack-sim",
+        argv=[TWISTD, "-n", "--pidfile=", "cloudstack-sim", "--listen", f"tcp:{cs_port}:interface=127.0.0.1",
+              "--api-key", KEY, "--secret-key", SECRET, "--job-duration", "0.7"],
+        log=base / "cloudstack-sim.log",
+    )
+    cluster = make_cluster(base, "vol-site", region)
+    config = base / "vol-site.yaml"
+    config.write_text(json.dumps({"simulate": {"devices": True}}))
+    cluster.argv[cluster.argv.index("clusterd") + 1 : cluster.argv.index("clusterd") + 1] = ["--config", str(config)]
+    try:
+        cloudstack.start()
+        region.start()
+        await region.wait_healthy()
+        token = await region.make_token("admin")
+        cluster.start()
+
+        async def registered() -> bool:
+            code, body = await api_get(region, "/api/v1/clusters?connected=true", token)
+            return body["total"] == 1
+
+        await eventually(registered, 30, "the cluster to register")
+        appliance = await eventually(lambda: _appliance_id(cs_port), 20, "the CloudStack simulator")
+        code, body = await call(region, "PUT", "/api/v1/clusters/vol-site/cloudstack", token, {
+            "name": "sim-cs", "api_url": f"http://127.0.0.1:{cs_port}/client/api", "api_key": KEY, "secret_key": SECRET,
+            "zone": "OSSEA-Zone", "oma_vm_id": appliance})
+        assert code == 201 and body["applied"] is True, body
+        disks = [{"name": f"disk-{i}", "size_gb": 5} for i in range(4)]
+        code, job = await call(region, "POST", "/api/v1/volume-jobs", token, {"cluster": "vol-site", "job_id": "mig-r", "disks": disks})
+        assert code == 202, job
+
+        async def some_allocated() -> bool:
+            code, job = await api_get(region, "/api/v1/volume-jobs/mig-r", token)
+            return any(d["state"] != "Pending" for d in job["disks"])
+
+        await eventually(some_allocated, 30, "the first volume to be created")
+        cluster.kill()  # mid-prepare
+        cluster.start()
+
+        async def ended() -> Any:
+            code, job = await api_get(region, "/api/v1/volume-jobs/mig-r", token)
+            return job if job["state"] == "failed" else None
+
+        job = await eventually(ended, 60, "the restarted cluster to end the interrupted job")
+        assert "interrupted" in job["error"]
+        code, found = await call(region, "POST", "/api/v1/clusters/vol-site/cloudstack/reconcile", token, {})
+        assert code == 200 and found["orphans"] == [], found
+        assert await _job_volumes(cs_port, "mig-r") == []
+    finally:
+        await cluster.stop()
+        await region.stop()
+        await cloudstack.stop()
+    for daemon in (region, cluster):
+        assert SECRET not in daemon.log_text()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+async def _job_volumes(port: int, job_id: str) -> list[dict[str, Any]]:
+    from twisted.internet import reactor
+
+    from clusterd.cloudstack.client import CloudStackClient
+
+    client = CloudStackClient(reactor, f"http://127.0.0.1:{port}/client/api", KEY, SECRET)
+    try:
+        return await client.list_volumes(tags={"outpost-job": job_id})
+    finally:
+        await client.close()

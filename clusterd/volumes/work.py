@@ -56,6 +56,14 @@ class VolumeWork:
 
     # -- configuration -------------------------------------------------------
 
+    @property
+    def configuration(self) -> dict[str, Any] | None:
+        return self._configuration
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
     async def configure(self, configuration: dict[str, Any] | None) -> None:
         old, self._client, self._lifecycle = self._client, None, None
         self._configuration = configuration
