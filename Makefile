@@ -31,6 +31,7 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/rpc.py
 	$(BIN)/python bench/machines.py
 	$(BIN)/python bench/storage.py
+	$(BIN)/python bench/volumes.py
 
 clean:
 	rm -rf $(VENV) .run build *.egg-info
