@@ -18,6 +18,7 @@ from clusterd.volumes.work import VolumeWork
 from clusterd.state import load_or_create_uuid
 from outpost import __version__
 from outpost.config import ConfigError, read_config_file
+from outpost.logs import use_log_format
 from outpost.secret import SecretError, load_secret
 
 CAPABILITIES = ("rpc/1", "cloudstack/1")
@@ -33,6 +34,7 @@ class Options(usage.Options):
         ["secret-file", None, None, "file holding the shared RPC secret (hex, mode 0600)"],
         ["name", None, None, "this cluster's name (default: the host's short name)"],
         ["state-dir", None, None, "directory for the cluster's own state"],
+        ["log-format", None, "text", "text, or json for one JSON object per line on standard output"],
     ]
 
     def __init__(self) -> None:
@@ -44,6 +46,7 @@ class Options(usage.Options):
         self["regions"].append(url)
 
     def postOptions(self) -> None:  # noqa: N802
+        use_log_format(self, self["log-format"])
         overrides: dict[str, Any] = {
             "regions": self["regions"] or None,
             "secret_file": self["secret-file"],
