@@ -150,9 +150,37 @@ def positive_float(value: Any) -> float:
     return float(value)
 
 
+_SYSTEMD_DOMAINS = ("INET", "INET6", "UNIX")
+
+
+def _systemd_endpoint(value: str) -> str:
+    """
+    ``systemd:domain=INET:name=http`` (or ``index=N``): a socket systemd passes in.
+
+    Checked for form only.  Twisted's parser looks the socket up in LISTEN_FDS at once,
+    and only the socket-activated daemon has one: the admin command and any other reader
+    of the same file must accept it too.  A name systemd did not pass fails at listen.
+    """
+    fields: dict[str, str] = {}
+    for part in value.split(":")[1:]:
+        key, eq, item = part.partition("=")
+        if not eq or not item or key not in ("domain", "index", "name") or key in fields:
+            raise ValueError(f"must be systemd:domain=INET:name=NAME (or index=N), not {value!r}")
+        fields[key] = item
+    if fields.get("domain") not in _SYSTEMD_DOMAINS:
+        raise ValueError(f"domain= must be one of {', '.join(_SYSTEMD_DOMAINS)}: {value!r}")
+    if ("index" in fields) == ("name" in fields):
+        raise ValueError(f"give exactly one of index= and name=: {value!r}")
+    if "index" in fields and not fields["index"].isdigit():
+        raise ValueError(f"index= must be a whole number: {value!r}")
+    return value
+
+
 def server_endpoint(value: Any) -> str:
     """A twisted server endpoint string such as ``tcp:5240:interface=127.0.0.1``."""
     string(value)
+    if value.partition(":")[0] == "systemd":
+        return _systemd_endpoint(value)
     try:
         serverFromString(MemoryReactor(), value)
     except Exception as e:

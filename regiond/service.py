@@ -83,7 +83,11 @@ class RegionService(Service):
 
     def _failed_to_start(self, failure: Any) -> None:
         log.failure("Region failed to start; stopping", failure)
-        self.reactor.stop()
+        # Exit non-zero so a supervisor (systemd's Restart=on-failure) sees
+        # the failure; stop once the reactor runs, since a start can fail
+        # before it does (an unreachable DSN) and stop() would then raise.
+        self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        self.reactor.callWhenRunning(self.reactor.stop)
 
     def stopService(self) -> Deferred[None]:  # noqa: N802
         super().stopService()

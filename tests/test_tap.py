@@ -85,3 +85,18 @@ def test_a_storage_section_turns_on_the_storage_resources_api(tmp_path: Path) ->
     app.attach_process(1)
     templates = {route.template for route in app.routes()}
     assert {"/api/storage-resources/", "/api/v1/storage/gid-cache"} <= templates
+
+
+def test_a_region_that_cannot_start_exits_non_zero(tmp_path: Path) -> None:
+    from tests.daemons import TWISTD, free_port
+
+    config = tmp_path / "region.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        "database: {dsn: 'host=127.0.0.1 port=1 dbname=nothing user=nobody connect_timeout=2'}\n"
+        f"rpc: {{listen: 'tcp:{free_port()}:interface=127.0.0.1'}}\nhttp: {{listen: 'tcp:{free_port()}:interface=127.0.0.1'}}\n"
+    )
+    result = subprocess.run([TWISTD, "-n", "--pidfile=", "regiond", "--config", str(config)], env=env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert "Region failed to start" in result.stdout
