@@ -22,6 +22,8 @@ Example::
     volumes:
       mount_root: /mnt/migration
       orphans: report                  # job volumes the region does not track, found at start: report or clean
+    metrics:
+      listen: null                     # e.g. tcp:9106:interface=127.0.0.1: serve GET /metrics there
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ class ClusterConfig:
     simulate_devices: bool = False
     #: Orphaned job volumes found at start: "report" them, or "clean" them up.
     orphans: str = "report"
+    #: Server endpoint of a small listener serving GET /metrics; None: no listener.
+    metrics_listen: str | None = None
 
     @property
     def secret_path(self) -> Path:
@@ -139,6 +143,7 @@ def load_config(text: str, overrides: dict[str, Any] | None = None) -> ClusterCo
             Field("maas", lambda v: v, None),
             Field("simulate", lambda v: v, None),
             Field("volumes", lambda v: v, None),
+            Field("metrics", lambda v: v, None),
         ],
         problems,
     )
@@ -162,6 +167,7 @@ def load_config(text: str, overrides: dict[str, Any] | None = None) -> ClusterCo
         values["volumes"], "volumes",
         [Field("mount_root", _absolute_dir, "/mnt/migration"), Field("orphans", _orphan_policy, "report")], problems,
     )
+    metrics = load_section(values["metrics"], "metrics", [Field("listen", optional(server_endpoint), None)], problems)
     if simulate["maas"] is not None:
         sim = load_section(
             simulate["maas"] if simulate["maas"] is not True else {},
@@ -186,4 +192,5 @@ def load_config(text: str, overrides: dict[str, Any] | None = None) -> ClusterCo
         mount_root=volumes["mount_root"],
         orphans=volumes["orphans"],
         simulate_devices=simulate["devices"],
+        metrics_listen=metrics["listen"],
     )

@@ -42,6 +42,8 @@ class SiteService(Service):
     config: ClusterConfig
     machines: MachineWork
     volumes: VolumeWork | None = None
+    #: Counts the MAAS client's calls (outpost.metrics.ExternalCallMetrics); None records nothing.
+    external_metrics: Any = attrs.field(default=None, repr=False)
     _simulator: Any = attrs.field(init=False, default=None, repr=False)
     _cloudstack: Any = attrs.field(init=False, default=None, repr=False)
     _started: Deferred[None] | None = attrs.field(init=False, default=None, repr=False)
@@ -101,6 +103,7 @@ class SiteService(Service):
                  url=simulator_url(port))
 
     def _use(self, client: MAASClient) -> None:
+        client.metrics = self.external_metrics
         self.machines.client = client
         self.machines.power = PowerOrchestrator(self.reactor, client)
 

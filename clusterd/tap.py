@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import crochet
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
+from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
+from twisted.web.server import Site
 
+from clusterd.cloudstack.client import CloudStackClient
 from clusterd.config import load_config
 from clusterd.connector import RegionConnector
 from clusterd.machines import MachineWork
@@ -19,6 +25,7 @@ from clusterd.state import load_or_create_uuid
 from outpost import __version__
 from outpost.config import ConfigError, read_config_file
 from outpost.logs import use_log_format
+from outpost.metrics import Metrics, metrics_site_root
 from outpost.secret import SecretError, load_secret
 
 CAPABILITIES = ("rpc/1", "cloudstack/1")
@@ -27,7 +34,7 @@ MAAS_CAPABILITY = "maas/1"
 
 
 class Options(usage.Options):
-    synopsis = "[--config FILE] [--region URL ...] [--secret-file PATH] [--name NAME] [--state-dir DIR]"
+    synopsis = "[--config FILE] [--region URL ...] [--secret-file PATH] [--name NAME] [--state-dir DIR] [--metrics ENDPOINT]"
     longdesc = "The Outpost cluster daemon: connects to every region process and does the site's work."
     optParameters = [
         ["config", "c", None, "YAML configuration file"],
@@ -35,6 +42,7 @@ class Options(usage.Options):
         ["name", None, None, "this cluster's name (default: the host's short name)"],
         ["state-dir", None, None, "directory for the cluster's own state"],
         ["log-format", None, "text", "text, or json for one JSON object per line on standard output"],
+        ["metrics", None, None, "serve GET /metrics on this server endpoint (e.g. tcp:9106:interface=127.0.0.1)"],
     ]
 
     def __init__(self) -> None:
@@ -52,6 +60,7 @@ class Options(usage.Options):
             "secret_file": self["secret-file"],
             "name": self["name"],
             "state_dir": self["state-dir"],
+            "metrics": {"listen": self["metrics"]} if self["metrics"] else None,
         }
         try:
             config = load_config(read_config_file(self["config"]), overrides)
@@ -69,14 +78,24 @@ def makeService(options: Options) -> IService:  # noqa: N802
     from twisted.internet import reactor
 
     crochet.no_setup()  # twistd owns the reactor
+    return build_service(reactor, options)
+
+
+def build_service(reactor: Any, options: Options) -> MultiService:
+    """The cluster's service tree on `reactor` (`makeService` without taking over crochet, for tests)."""
     config = options["parsed"]
     top = MultiService()
+    # This process's own registry; only built when something will serve it.
+    metrics = Metrics.create(reactor) if config.metrics_listen else None
     # Each refers to the other only when called, after both exist.
     machines = MachineWork(reactor, None, region=lambda: connector.getClient())
     simulated = config.simulate_cloudstack is not None or config.simulate_devices
     mounter = SimulatedMounter(reactor) if simulated else RealMounter(reactor)
-    volumes = VolumeWork(reactor, mounter, region=lambda: connector.getClient(), mount_root=config.mount_root, orphans=config.orphans)
-    SiteService(reactor, config, machines, volumes).setServiceParent(top)
+    volumes = VolumeWork(
+        reactor, mounter, region=lambda: connector.getClient(), mount_root=config.mount_root, orphans=config.orphans,
+        client_factory=None if metrics is None else _metered_cloudstack(reactor, metrics),
+    )
+    SiteService(reactor, config, machines, volumes, external_metrics=None if metrics is None else metrics.external).setServiceParent(top)
     if config.simulate_devices:
         DeviceFollower(reactor, volumes).setServiceParent(top)
     connector = RegionConnector(
@@ -87,7 +106,36 @@ def makeService(options: Options) -> IService:  # noqa: N802
         name=config.name,
         version=__version__,
         capabilities=CAPABILITIES + ((MAAS_CAPABILITY,) if config.maas or config.simulate_maas else ()),
-        locator_factory=lambda proto: ClusterResponders(machines, volumes),
+        locator_factory=lambda proto: _responders(proto, machines, volumes, metrics),
     )
     connector.setServiceParent(top)
+    if metrics is not None:
+        metrics.add_collector(lambda: _cluster_gauges(connector))
+        endpoint = serverFromString(reactor, config.metrics_listen)
+        StreamServerEndpointService(endpoint, Site(metrics_site_root(metrics.registry))).setServiceParent(top)
     return top
+
+
+def _responders(proto: Any, machines: MachineWork, volumes: VolumeWork, metrics: Metrics | None) -> ClusterResponders:
+    # The connector builds its RPC factories itself; every protocol passes
+    # through here before it connects, so this is where it gets the metrics.
+    if metrics is not None:
+        proto.metrics = metrics.rpc
+    return ClusterResponders(machines, volumes)
+
+
+def _metered_cloudstack(reactor: Any, metrics: Metrics) -> Any:
+    def make(c: dict[str, Any]) -> CloudStackClient:
+        return CloudStackClient(reactor, c["api_url"], c["api_key"], c["secret_key"], metrics=metrics.external)
+
+    return make
+
+
+
+def _cluster_gauges(connector: RegionConnector) -> Iterable[Metric]:
+    yield GaugeMetricFamily(
+        "outpost_cluster_region_connections", "Live, authenticated RPC connections to region processes",
+        value=len(connector.live),
+    )
+    # Undelivered callbacks in the cluster journal go here once the journal exists
+    # (outpost_cluster_journal_undelivered, its length read at scrape time).

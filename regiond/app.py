@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from outpost import __version__
+from outpost.metrics import Metrics
 from regiond.api.events import EventsAPI
 from regiond.api.openapi import openapi_route
 from regiond.api.router import ApiResource, Observer, Route
@@ -30,6 +31,7 @@ from regiond.machines.api import MachinesAPI
 from regiond.machines.service import MachineService
 from regiond.machines.store import MachineStore
 from regiond.machines.sync import InventorySync
+from regiond.metrics import RegionGauges, metrics_route
 from regiond.rpc.registrar import ClusterRegistrar
 from regiond.rpc.registry import ConnectionRegistry
 from regiond.rpc.responders import RegionResponders
@@ -59,6 +61,10 @@ class RegionApp:
     #: The region's RPC secret; CloudStack credentials are encrypted at rest with a key derived from it.
     region_secret: bytes = attrs.field(default=b"", repr=False)
     storage_config: StorageConfig | None = None
+    #: This process's metrics; None (tests) records nothing and serves no /metrics.
+    metrics: Metrics | None = None
+    #: Whether GET /metrics needs a token (config ``metrics.require_token``).
+    metrics_require_token: bool = False
     registry: ConnectionRegistry = attrs.field(init=False)
     clusters: ClusterStore = attrs.field(init=False)
     processes: RegionProcessStore = attrs.field(init=False)
@@ -70,6 +76,7 @@ class RegionApp:
     registrar: ClusterRegistrar | None = attrs.field(init=False, default=None)
     volume_service: VolumeService = attrs.field(init=False)
     storage: StorageService | None = attrs.field(init=False, default=None)
+    gauges: RegionGauges | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self.registry = ConnectionRegistry(self.reactor)
@@ -77,8 +84,17 @@ class RegionApp:
         self.processes = RegionProcessStore(self.db)
         self.tokens = TokenStore(self.db)
         self.machines = MachineStore(self.db)
-        self.machine_service = MachineService(self.reactor, self.db, self.registry, self.machines)
-        self.sync = InventorySync(self.reactor, self.registry, self.machines, wants=self._has_maas)
+        gather_metrics = None if self.metrics is None else self.metrics.gather
+        self.machine_service = MachineService(self.reactor, self.db, self.registry, self.machines, gather_metrics=gather_metrics)
+        self.sync = InventorySync(
+            self.reactor, self.registry, self.machines, wants=self._has_maas,
+            metrics=None if self.metrics is None else self.metrics.sync, gather_metrics=gather_metrics,
+        )
+        if self.metrics is not None:
+            if self.db.metrics is None:
+                self.db.metrics = self.metrics.queries
+            self.gauges = gauges = RegionGauges(self.registry, self.db)
+            self.metrics.add_collector(gauges.collect)
         if self.storage_config is not None:
             self.storage = StorageService(self.reactor, self.storage_config)
         self.volume_service = VolumeService(
@@ -86,6 +102,8 @@ class RegionApp:
         )
 
     def rpc_factory(self, secret: bytes, ident: str, **kwargs: Any) -> RPCFactory:
+        if self.metrics is not None:
+            kwargs.setdefault("metrics", self.metrics.rpc)
         return RPCFactory(secret=secret, role=REGION, clock=self.reactor, ident=ident, locator_factory=self._responders, **kwargs)
 
     def _responders(self, proto: RPCProtocol) -> RegionResponders:
@@ -127,8 +145,11 @@ class RegionApp:
             *EventsAPI(self.db).routes(),
             *(self.storage.routes() if self.storage is not None else []),
         ]
+        if self.metrics is not None:
+            routes.append(metrics_route(self.metrics, self.gauges, require_token=self.metrics_require_token))
         routes.append(openapi_route(routes, __version__))
         return routes
 
     def resource(self, observer: Observer | None = None) -> ApiResource:
-        return ApiResource(self.routes(), self.tokens.verify, observer=observer)
+        http_metrics = None if self.metrics is None else self.metrics.http
+        return ApiResource(self.routes(), self.tokens.verify, observer=observer, metrics=http_metrics)

@@ -18,6 +18,8 @@ Example (every key optional; these are the defaults)::
       transitional_interval: 15  # seconds between polls of machines mid-transition
       webhook_secret_file: null  # hex secret for POST /api/v1/webhooks/maas/{cluster}
     storage: null              # the CSCS storage resources API fed from Waldur (see README)
+    metrics:
+      require_token: false     # true: GET /metrics needs a token (any role)
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from regiond.storage import StorageConfig, parse_storage_config
 from outpost.config import (
     ConfigError,
     Field,
+    boolean,
     load_section,
     optional,
     parse_yaml,
@@ -40,7 +43,9 @@ from outpost.config import (
     string,
 )
 
-__all__ = ["RegionConfig", "DatabaseConfig", "RPCConfig", "HTTPConfig", "MAASConfig", "load_config", "ConfigError"]
+__all__ = [
+    "RegionConfig", "DatabaseConfig", "RPCConfig", "HTTPConfig", "MAASConfig", "MetricsConfig", "load_config", "ConfigError",
+]
 
 DEFAULT_STATE_DIR = "/var/lib/outpost/region"
 
@@ -74,6 +79,12 @@ class MAASConfig:
 
 
 @attrs.frozen
+class MetricsConfig:
+    #: GET /metrics is open by default (like /api/v1/health); true makes it need a token.
+    require_token: bool = False
+
+
+@attrs.frozen
 class RegionConfig:
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     secret_file: Path | None = None
@@ -82,6 +93,7 @@ class RegionConfig:
     http: HTTPConfig = HTTPConfig()
     maas: MAASConfig = MAASConfig()
     storage: StorageConfig | None = None
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def secret_path(self) -> Path:
@@ -111,6 +123,7 @@ def load_config(text: str) -> RegionConfig:
             Field("http", lambda v: v, None),
             Field("maas", lambda v: v, None),
             Field("storage", lambda v: v, None),
+            Field("metrics", lambda v: v, None),
         ],
         problems,
     )
@@ -138,6 +151,7 @@ def load_config(text: str) -> RegionConfig:
         problems,
     )
     storage = parse_storage_config(top["storage"], problems)
+    metrics = load_section(top["metrics"], "metrics", [Field("require_token", boolean, False)], problems)
     if problems:
         raise ConfigError(problems)
     return RegionConfig(
@@ -148,4 +162,5 @@ def load_config(text: str) -> RegionConfig:
         http=HTTPConfig(**http),
         maas=MAASConfig(**maas),
         storage=storage,
+        metrics=MetricsConfig(**metrics),
     )

@@ -22,6 +22,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.server import Site
 
+from outpost.metrics import Metrics
 from outpost.secret import load_or_create_secret
 from outpost.secret import load_secret
 from regiond.app import RegionApp
@@ -68,9 +69,12 @@ class RegionService(Service):
     _sync_loops: SyncLoops | None = attrs.field(init=False, default=None)
     _leadership: Leadership | None = attrs.field(init=False, default=None)
     app: RegionApp | None = attrs.field(init=False, default=None)
+    #: This process's metrics (its own registry, never prometheus_client's global one).
+    metrics: Metrics = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.registry = ConnectionRegistry(self.reactor)
+        self.metrics = Metrics.create(self.reactor)
 
     def _webhook_secret(self) -> bytes | None:
         path = self.config.maas.webhook_secret_file
@@ -109,12 +113,14 @@ class RegionService(Service):
             dsn = self._postgres.dsn
             log.info("Embedded PostgreSQL running in {path}", path=str(config.postgres_dir))
         self.db = db = await Database.connect(self.reactor, dsn, size=config.database.pool_size)
+        db.metrics = self.metrics.queries
         applied = await migrate(db)
         if applied:
             log.info("Applied migrations {versions}", versions=applied)
 
         self.app = app = RegionApp(
-            self.reactor, db, webhook_secret=self._webhook_secret(), region_secret=secret, storage_config=config.storage
+            self.reactor, db, webhook_secret=self._webhook_secret(), region_secret=secret, storage_config=config.storage,
+            metrics=self.metrics, metrics_require_token=config.metrics.require_token,
         )
         self.registry = app.registry
         hostname, pid = socket.gethostname(), os.getpid()

@@ -10,7 +10,7 @@ threads is `rpc.blocking.gather_blocking`.
 from __future__ import annotations
 
 import enum
-from typing import Any, Callable, Hashable, Iterable, Mapping
+from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
@@ -53,6 +53,12 @@ Call = Callable[[], Any]
 UNAVAILABLE = (errors.NoConnectionsAvailable, errors.ConnectionClosed, errors.NotAuthenticated)
 
 
+class OutcomeMetrics(Protocol):
+    """What `gather` counts outcomes into (`outpost.metrics.GatherMetrics`)."""
+
+    def observe(self, outcome: str) -> None: ...
+
+
 def as_keyed(calls: Mapping[Hashable, Call] | Iterable[Call]) -> list[tuple[Hashable, Call]]:
     """Keys for calls: a mapping's own, or the position in a sequence."""
     if isinstance(calls, Mapping):
@@ -75,6 +81,7 @@ def gather(
     timeout: float,
     clock: IReactorTime,
     on_outcome: Callable[[Outcome], None] | None = None,
+    metrics: OutcomeMetrics | None = None,
 ) -> "Deferred[list[Outcome]]":
     """
     Call every zero-argument callable in `calls` at once.
@@ -82,7 +89,7 @@ def gather(
     Fires, within `timeout` seconds, with one `Outcome` per call in
     completion order; calls still running then are cancelled and reported
     as `Status.TIMEOUT`.  `on_outcome`, if given, sees each outcome as it
-    arrives.  Never fails.
+    arrives, and `metrics`, if given, counts it by status.  Never fails.
     """
     keyed = as_keyed(calls)
     outcomes: list[Outcome] = []
@@ -91,6 +98,8 @@ def gather(
 
     def record(outcome: Outcome) -> None:
         outcomes.append(outcome)
+        if metrics is not None:
+            metrics.observe(outcome.status.value)
         if on_outcome is not None:
             on_outcome(outcome)
 

@@ -99,6 +99,7 @@ class RPCProtocol(amp.AMP):
         locator: amp.CommandLocator | None = None,
         auth_timeout: float = AUTH_TIMEOUT,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        metrics: CallMetrics | None = None,
     ) -> None:
         if role not in _PEER_ROLE:
             raise ValueError(f"role must be {REGION!r} or {CLUSTER!r}")
@@ -111,6 +112,8 @@ class RPCProtocol(amp.AMP):
         self.domain_locator = locator
         self.auth_timeout = auth_timeout
         self.call_timeout = call_timeout
+        #: Records calls made and answered (`outpost.metrics.RPCMetrics`); None records nothing.
+        self.metrics = metrics
         self.peer_authenticated = False
         self.connected = False
         #: "host:port" of the other end, kept after the connection goes for logs.
@@ -241,13 +244,27 @@ class RPCProtocol(amp.AMP):
         responder = self.locateResponder(name)
         if responder is None:
             return super().dispatchCommand(box)
+        stats = None if self.metrics is None else self.metrics.incoming(name)
+        started = 0.0 if stats is None else self.clock.seconds()
         try:
             # AMP parses the arguments synchronously before calling the
             # responder, so an exception here is the caller's bad input.
             d = responder(box)
         except Exception as e:
+            if stats is not None:
+                stats.observe("invalid", self.clock.seconds() - started)
             return fail(amp.RemoteAmpError(b"INVALID_ARGUMENT", f"{name.decode('ascii', 'replace')}: {e}"))
-        return d.addErrback(self._unhandled, box)
+        if stats is None:
+            return d.addErrback(self._unhandled, box)
+        return d.addBoth(self._answered, box, stats, started)
+
+    def _answered(self, result: Any, box: amp.AmpBox, stats: CommandStats, started: float) -> Any:
+        """Record how a call we answered ended (one callback, in place of `_unhandled`'s errback)."""
+        if isinstance(result, Failure):
+            stats.observe("error" if result.check(amp.RemoteAmpError) else "unhandled", self.clock.seconds() - started)
+            return self._unhandled(result, box)
+        stats.observe("ok", self.clock.seconds() - started)
+        return result
 
     def _unhandled(self, failure: Failure, box: amp.AmpBox) -> Failure:
         if failure.check(amp.RemoteAmpError):
@@ -274,14 +291,23 @@ class RPCProtocol(amp.AMP):
         `call_timeout`; 0 or less means no timeout), and with
         `ConnectionClosed` as soon as the connection goes.
         """
+        # Labels are resolved once per command (`RPCMetrics.outgoing` caches them).
+        stats = None if self.metrics is None else self.metrics.outgoing(command)
         if not self.peer_authenticated and command.commandName not in PRE_AUTH_COMMANDS:
+            if stats is not None:
+                stats.observe("unavailable", 0.0)
             return fail(errors.NotAuthenticated(f"{self.peer_name} has not authenticated"))
         if not self.connected:
+            if stats is not None:
+                stats.observe("unavailable", 0.0)
             return fail(errors.ConnectionClosed(f"connection to {self.peer_name} is closed"))
         timeout = self.call_timeout if timeout is None else timeout
+        started = 0.0 if stats is None else self.clock.seconds()
         try:
             inner = self.callRemote(command, **kwargs)
         except Exception as e:  # arguments that do not serialise
+            if stats is not None:
+                stats.observe("invalid", 0.0)
             name = command.commandName.decode("ascii")
             return fail(errors.InvalidArgument(f"{name}: cannot send arguments: {e}"))
         # The timeout is one DelayedCall of our own rather than
@@ -296,19 +322,32 @@ class RPCProtocol(amp.AMP):
             if timer is not None and timer.active():
                 timer.cancel()
 
+        def cancelled(_: Any) -> None:
+            stop_timer()
+            if stats is not None:
+                stats.observe("cancelled", self.clock.seconds() - started)
+
         def expire() -> None:
             if not outer.called:
+                if stats is not None:
+                    stats.observe("timeout", self.clock.seconds() - started)
                 outer.errback(Failure(errors.CallTimedOut(command.commandName.decode("ascii"), timeout)))
 
-        outer: Deferred = Deferred(stop_timer)
+        outer: Deferred = Deferred(cancelled)
 
         def relay(result: Any) -> None:
             stop_timer()
             # Late answers to abandoned (timed out or cancelled) calls are dropped.
             if not outer.called:
                 if isinstance(result, Failure):
-                    outer.errback(_translate(result))
+                    failure = _translate(result)
+                    if stats is not None:
+                        outcome = "unavailable" if failure.check(errors.ConnectionClosed) else "error"
+                        stats.observe(outcome, self.clock.seconds() - started)
+                    outer.errback(failure)
                 else:
+                    if stats is not None:
+                        stats.observe("ok", self.clock.seconds() - started)
                     outer.callback(result)
 
         inner.addBoth(relay)
@@ -327,6 +366,20 @@ def _translate(failure: Failure) -> Failure:
     if failure.check(ierror.ConnectionDone, ierror.ConnectionLost, amp.ProtocolSwitched):
         return Failure(errors.ConnectionClosed(f"connection closed: {failure.getErrorMessage()}"))
     return failure
+
+
+class CommandStats(TypingProtocol):
+    """One command's counters (`outpost.metrics.CommandStats`)."""
+
+    def observe(self, outcome: str, seconds: float) -> None: ...
+
+
+class CallMetrics(TypingProtocol):
+    """What a protocol records calls into (`outpost.metrics.RPCMetrics`)."""
+
+    def outgoing(self, command: type[amp.Command]) -> CommandStats: ...
+
+    def incoming(self, name: bytes) -> CommandStats: ...
 
 
 class LocatorFactory(TypingProtocol):
@@ -351,6 +404,7 @@ class RPCFactory(Factory):
     auth_timeout: float = AUTH_TIMEOUT
     call_timeout: float = DEFAULT_CALL_TIMEOUT
     on_connect: Callable[[RPCProtocol], None] | None = None
+    metrics: CallMetrics | None = None
 
     noisy = False
 
@@ -362,6 +416,7 @@ class RPCFactory(Factory):
             ident=self.ident,
             auth_timeout=self.auth_timeout,
             call_timeout=self.call_timeout,
+            metrics=self.metrics,
         )
         proto.factory = self
         proto.on_connect = self.on_connect

@@ -52,6 +52,7 @@ from clusterd.cloudstack.errors import (
 from clusterd.cloudstack.interfaces import ICloudStackClient
 from clusterd.cloudstack.retry import RETRY_STATUSES, PollPolicy, RetryPolicy
 from clusterd.cloudstack.signing import flatten, format_expires, sign
+from outpost.metrics import ExternalCallMetrics, observe_external
 
 __all__ = ["CloudStackClient", "MAX_PERSISTENT_PER_HOST", "PAGE_SIZE", "is_idempotent", "unwrap"]
 
@@ -125,6 +126,8 @@ class CloudStackClient:
     expiration: float = attrs.field(default=600.0, kw_only=True)
     rng: Callable[[], float] = attrs.field(default=random.random, kw_only=True, repr=False)
     wall_clock: Callable[[], float] = attrs.field(default=time.time, kw_only=True, repr=False)
+    #: Counts calls (retries included in one) by command and outcome; None counts nothing.
+    metrics: ExternalCallMetrics | None = attrs.field(default=None, kw_only=True, repr=False)
     _own_pool: HTTPConnectionPool | None = attrs.field(init=False, default=None, repr=False)
     _in_flight: DeferredSemaphore = attrs.field(init=False, factory=lambda: DeferredSemaphore(MAX_IN_FLIGHT), repr=False)
 
@@ -315,6 +318,13 @@ class CloudStackClient:
         return urlencode(signed, quote_via=quote, safe="")
 
     async def _call(self, command: str, params: Mapping[str, str]) -> Any:
+        if self.metrics is None:
+            return await self._call_retrying(command, params)
+        return await observe_external(
+            self.metrics, self.reactor, "cloudstack", command, CloudStackUnavailable, self._call_retrying(command, params)
+        )
+
+    async def _call_retrying(self, command: str, params: Mapping[str, str]) -> Any:
         idempotent = is_idempotent(command)
         failures = 0
         while True:

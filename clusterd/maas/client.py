@@ -39,6 +39,7 @@ from zope.interface import implementer
 from clusterd.maas.errors import MAASError, MAASUnavailable, error_for_status
 from clusterd.maas.interfaces import IMAASClient
 from clusterd.maas.oauth import Credentials, authorization_header
+from outpost.metrics import ExternalCallMetrics, observe_external
 from clusterd.maas.retry import RETRY_STATUSES, UNKNOWN_OUTCOME_STATUSES, RetryPolicy, parse_retry_after
 
 __all__ = ["MAASClient", "api_root", "MAX_PERSISTENT_PER_HOST", "encode_multipart"]
@@ -145,6 +146,8 @@ class MAASClient:
     pool: HTTPConnectionPool | None = attrs.field(default=None, kw_only=True, repr=False)
     rng: Callable[[], float] = attrs.field(default=random.random, kw_only=True, repr=False)
     http: Any = attrs.field(default=None, kw_only=True, repr=False)
+    #: Counts calls (retries included in one) by operation and outcome; None counts nothing.
+    metrics: ExternalCallMetrics | None = attrs.field(default=None, kw_only=True, repr=False)
     _root: str = attrs.field(init=False, repr=False)
     _credentials: Credentials = attrs.field(init=False, repr=False)
     _own_pool: HTTPConnectionPool | None = attrs.field(init=False, default=None, repr=False)
@@ -318,7 +321,15 @@ class MAASClient:
             headers[b"Authorization"] = [value.encode("ascii")]
         return headers
 
-    async def _call(
+    async def _call(self, method: str, path: str, *, op: str | None = None, **kwargs: Any) -> Any:
+        if self.metrics is None:
+            return await self._call_retrying(method, path, op=op, **kwargs)
+        return await observe_external(
+            self.metrics, self.reactor, "maas", _operation(method, path, op), MAASUnavailable,
+            self._call_retrying(method, path, op=op, **kwargs),
+        )
+
+    async def _call_retrying(
         self,
         method: str,
         path: str,
@@ -422,6 +433,13 @@ class MAASClient:
         response = await self.http.request(method, url, headers=headers, data=body)
         content = await treq.content(response)
         return response.code, response.headers, content
+
+
+def _operation(method: str, path: str, op: str | None) -> str:
+    """A metrics label for a call: ids in the path become ``{id}`` (``POST machines/{id}/?op=deploy``)."""
+    parts = path.strip("/").split("/")
+    template = "/".join(part if i % 2 == 0 else "{id}" for i, part in enumerate(parts))
+    return f"{method} {template}/" + (f"?op={op}" if op else "")
 
 
 def _cancelled(error: BaseException) -> bool:

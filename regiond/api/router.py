@@ -4,7 +4,9 @@ A small JSON router on twisted.web.
 Routes are declared once, as data (`Route`), and the same declarations
 drive dispatch, authentication and the OpenAPI document, so the document
 cannot drift from what is served.  Handlers are coroutines taking an
-`ApiRequest` and returning a `Response` (or a JSON-able value for 200).
+`ApiRequest` and returning a `Response` (or a JSON-able value for 200).  A
+`Response` with a `content_type` carries raw bytes written as they are (e.g.
+``/metrics`` in Prometheus's text format).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import os
 import re
 import socket
 from urllib.parse import unquote
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -42,6 +45,8 @@ class Response:
     body: Any
     status: int = 200
     headers: Mapping[str, str] = attrs.field(factory=dict)
+    #: None: `body` is JSON-encoded; otherwise `body` is bytes, sent as they are with this type.
+    content_type: str | None = None
 
 
 @attrs.frozen
@@ -120,16 +125,31 @@ class Route:
 Observer = Callable[[Route | None, str, int], None]
 
 
+class RequestMetrics(Protocol):
+    """What `ApiResource` records each request into (`outpost.metrics.HTTPMetrics`)."""
+
+    clock: IReactorTime
+
+    def observe(self, template: str | None, method: str, status: int, seconds: float) -> None: ...
+
+
 class ApiResource(Resource):
     """Dispatches every request under it to the matching `Route`."""
 
     isLeaf = True
 
-    def __init__(self, routes: Sequence[Route], authenticate: Authenticator, observer: Observer | None = None) -> None:
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        authenticate: Authenticator,
+        observer: Observer | None = None,
+        metrics: RequestMetrics | None = None,
+    ) -> None:
         super().__init__()
         self.routes = list(routes)
         self._authenticate = authenticate
         self._observer = observer
+        self._metrics = metrics
 
     def render(self, request: Request) -> Any:
         d = Deferred.fromCoroutine(self._handle(request))
@@ -147,6 +167,7 @@ class ApiResource(Resource):
         return None, {}, allowed
 
     async def _handle(self, request: Request) -> None:
+        started = 0.0 if self._metrics is None else self._metrics.clock.seconds()
         finished = [False]
         request.notifyFinish().addBoth(lambda _: finished.__setitem__(0, True))
         method = request.method.decode("ascii", "replace").upper()
@@ -195,15 +216,23 @@ class ApiResource(Resource):
             )
         if self._observer is not None:
             self._observer(route, route.method if route is not None else method, response.status)
+        if self._metrics is not None:
+            self._metrics.observe(
+                route.template if route is not None else None, method, response.status, self._metrics.clock.seconds() - started
+            )
         if finished[0]:
             return
         request.setResponseCode(response.status)
-        request.setHeader(b"Content-Type", b"application/json")
+        content_type = response.content_type or "application/json"
+        request.setHeader(b"Content-Type", content_type.encode("latin-1"))
         request.setHeader(b"Cache-Control", b"no-store")
         for name, value in response.headers.items():
             request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
         if response.body is not None and method != "HEAD":
-            request.write(json.dumps(response.body, separators=(",", ":")).encode("utf-8"))
+            if response.content_type is not None:
+                request.write(response.body)
+            else:
+                request.write(json.dumps(response.body, separators=(",", ":")).encode("utf-8"))
         request.finish()
 
     async def _check_auth(self, route: Route, request: Request) -> dict[str, Any] | None:

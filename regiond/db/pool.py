@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import psycopg2
@@ -56,6 +56,12 @@ class IDatabaseReactor(IReactorFDSet, IReactorTime):
     What Database needs of a reactor: txpostgres watches the libpq sockets
     (IReactorFDSet) and schedules its callbacks (IReactorTime).
     """
+
+
+class QueryMetrics(Protocol):
+    """What `Database` times its statements into (`outpost.metrics.QueryMetrics`)."""
+
+    def observe(self, kind: str, ok: bool, seconds: float) -> None: ...
 
 
 def _params(params: Params) -> Params | None:
@@ -120,6 +126,11 @@ class _Pool(ConnectionPool):  # type: ignore[misc]
         d = connection.lock.run(lambda: Deferred.fromCoroutine(use()))
         return d.addBoth(self._putBackAndPassthrough, connection)  # type: ignore[no-any-return]
 
+    def in_use(self) -> tuple[int, int]:
+        """(connections in use, pool size)."""
+        size = len(self._every_connection)
+        return size - len(self.connections), size
+
     def close_all(self) -> None:
         """Close every connection, including ones that never connected."""
         for connection in self._every_connection:
@@ -169,6 +180,8 @@ class Database:
     _listener_lock: DeferredLock = attrs.field(factory=DeferredLock, init=False)
     _callbacks: dict[str, list[NotifyCallback]] = attrs.field(factory=dict, init=False)
     _closed: bool = attrs.field(default=False, init=False)
+    #: Times every fetch, execute and transaction; None records nothing.
+    metrics: QueryMetrics | None = attrs.field(default=None, kw_only=True)
 
     @classmethod
     async def connect(
@@ -197,7 +210,7 @@ class Database:
             await cursor.execute(sql, _params(params))
             return _rows(cursor)
 
-        return await self._pool.run_with_cursor(run)
+        return await self._timed("fetch", self._pool.run_with_cursor(run))
 
     async def fetchone(self, sql: Query, params: Params = ()) -> Row | None:
         """Run a query; return its first row, or None if it has none."""
@@ -211,7 +224,24 @@ class Database:
             await cursor.execute(sql, _params(params))
             return int(cursor.rowcount)
 
-        return await self._pool.run_with_cursor(run)
+        return await self._timed("execute", self._pool.run_with_cursor(run))
+
+    def pool_in_use(self) -> tuple[int, int]:
+        """(pooled connections in use, pool size): cheap, for a gauge read at scrape time."""
+        return self._pool.in_use()
+
+    async def _timed(self, kind: str, d: Deferred[_T]) -> _T:
+        """`d`'s result, its time (waiting for a connection included) recorded under `kind`."""
+        if self.metrics is None:
+            return await d
+        started = self.reactor.seconds()
+        try:
+            result = await d
+        except BaseException:
+            self.metrics.observe(kind, False, self.reactor.seconds() - started)
+            raise
+        self.metrics.observe(kind, True, self.reactor.seconds() - started)
+        return result
 
     async def transaction(self, fn: Callable[[Transaction], Awaitable[_T]]) -> _T:
         """
@@ -226,7 +256,7 @@ class Database:
         def interaction(cursor: Cursor) -> Deferred[_T]:
             return Deferred.fromCoroutine(_call(fn, Transaction(cursor)))
 
-        return await self._pool.runInteraction(interaction)  # type: ignore[no-any-return]
+        return await self._timed("transaction", self._pool.runInteraction(interaction))
 
     async def notify(self, channel: str, payload: str = "") -> None:
         """Send a NOTIFY (through the pool; listeners get it on commit)."""

@@ -50,6 +50,8 @@ class MachineService:
     db: Database
     registry: ConnectionRegistry
     store: MachineStore
+    #: Fan-out outcomes (outpost.metrics.GatherMetrics); None records nothing.
+    gather_metrics: Any = None
     #: Power actions accepted through this process and not yet reported: cluster → request_id → (system_id, action).
     _pending: dict[str, dict[str, tuple[str, str]]] = attrs.field(factory=dict)
 
@@ -138,7 +140,7 @@ class MachineService:
                 continue
             calls[cluster_uuid] = partial(client, commands.QueryPowerStates, system_ids=ids, timeout=timeout)
         results = []
-        for outcome in await gather(calls, timeout, self.clock):
+        for outcome in await gather(calls, timeout, self.clock, metrics=self.gather_metrics):
             cluster_uuid = str(outcome.key)
             if not outcome.ok:
                 failures.append({**_failure_entry(cluster_uuid, outcome), "machines": len(targets[cluster_uuid])})
@@ -158,7 +160,7 @@ class MachineService:
         calls = {c.ident: partial(c, command, timeout=timeout) for c in clients}
         merged: dict[str, list[Any]] = {k: [] for k in keys}
         failures = []
-        for outcome in await gather(calls, timeout, self.clock):
+        for outcome in await gather(calls, timeout, self.clock, metrics=self.gather_metrics):
             if not outcome.ok:
                 failures.append(_failure_entry(str(outcome.key), outcome))
                 continue

@@ -46,6 +46,10 @@ class InventorySync:
     timeout: float = SYNC_TIMEOUT
     #: Which connected clusters have a MAAS to sync (by their registered capabilities).
     wants: Callable[[str], bool] = lambda uuid: True
+    #: Sync durations and per-cluster outcomes (outpost.metrics.SyncMetrics); None records nothing.
+    metrics: Any = None
+    #: Fan-out outcomes (outpost.metrics.GatherMetrics); None records nothing.
+    gather_metrics: Any = None
     _running: bool = attrs.field(init=False, default=False)
     _waiters: list[Deferred[dict[str, Any]]] = attrs.field(init=False, factory=list)
 
@@ -76,7 +80,7 @@ class InventorySync:
         calls = {c.ident: partial(c, commands.ListMachines, filters={}, timeout=self.timeout) for c in clients}
         started = self.clock.seconds()
         report: dict[str, Any] = {"clusters": {}, "started": started}
-        outcomes = await gather(calls, self.timeout, self.clock)
+        outcomes = await gather(calls, self.timeout, self.clock, metrics=self.gather_metrics)
         absent = []
         if only is None:
             # Clusters that have had machines here but are not connected now.
@@ -103,6 +107,9 @@ class InventorySync:
                                 data={**counts, "error": error, "seconds": round(finished - started, 3)})
             report["clusters"][cluster] = {"outcome": status, "error": error, **counts}
         report["finished"] = self.clock.seconds()
+        if self.metrics is not None:
+            self.metrics.observe("full" if only is None else "cluster", report["finished"] - started,
+                                 [c["outcome"] for c in report["clusters"].values()])
         return report
 
     async def poll_transitional(self) -> int:
@@ -114,7 +121,7 @@ class InventorySync:
                 client = await self.registry.getClientFor(cluster)
                 calls[cluster] = partial(client, commands.GetMachines, system_ids=ids, timeout=30.0)
         read = 0
-        for outcome in await gather(calls, 30.0, self.clock):
+        for outcome in await gather(calls, 30.0, self.clock, metrics=self.gather_metrics):
             if not outcome.ok:
                 continue
             for machine in outcome.value["machines"]:
