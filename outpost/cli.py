@@ -398,6 +398,50 @@ def cmd_ossea_config(args: argparse.Namespace) -> int:
     return EXIT_OK if args.action != "test" or data.get("ok") else EXIT_ERROR
 
 
+def _event_rows(items: list[dict[str, Any]]) -> str:
+    return table([(e["id"], e["created_at"][:19], e["type"], e["outcome"], e["subject"], e["actor"]) for e in items],
+                 ["ID", "TIME", "TYPE", "OUTCOME", "SUBJECT", "ACTOR"])
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    """The event log after a cursor; with --follow, keep printing new events until interrupted."""
+    query = {k: v for k, v in (("type", args.type), ("cluster", args.cluster), ("subject", args.subject),
+                               ("request_id", args.request_id), ("outcome", args.outcome)) if v}
+    after = args.after
+    first = True
+    try:
+        while True:
+            data = api(args, "GET", "/api/v1/events?" + urlencode({**query, "after": after, "limit": args.limit}))
+            if data["items"] or first:
+                if args.json:
+                    for item in data["items"]:
+                        print(json.dumps(item, sort_keys=True), flush=True)
+                else:
+                    rows = _event_rows(data["items"]).splitlines()
+                    print("\n".join(rows if first else rows[1:]), flush=True)
+            first = False
+            after = data["next_after"]
+            if not args.follow:
+                return EXIT_OK
+            if not data["items"]:
+                time.sleep(args.interval)  # a blocking client polling the region
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def cmd_storage(args: argparse.Namespace) -> int:
+    query = {k: v for k, v in (("storage_system", args.storage_system), ("data_type", args.data_type),
+                               ("status", args.status), ("page", args.page), ("page_size", args.page_size)) if v}
+    data = api(args, "GET", "/api/storage-resources/?" + urlencode(query))
+    resources = data.get("resources", [])
+    human = table([(r.get("itemId", ""), r.get("target", {}).get("targetType", ""), r.get("status", ""), r.get("mountPoint", {}).get("default", ""))
+                   for r in resources], ["ITEM", "TARGET", "STATUS", "MOUNT POINT"])
+    pagination = data.get("pagination", {})
+    human += f"\npage {pagination.get('current', '?')} of {pagination.get('pages', '?')}, {pagination.get('total', '?')} in all"
+    emit(args, data, human)
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     health = api(args, "GET", "/api/v1/health", auth=False)
     data = api(args, "GET", "/api/v1/clusters?page_size=1000")
@@ -446,6 +490,23 @@ def parser() -> argparse.ArgumentParser:
     ping.set_defaults(func=cmd_clusters_ping)
 
     sub.add_parser("status", help="region health and cluster counts").set_defaults(func=cmd_status)
+
+    events = sub.add_parser("events", help="the event log (the audit trail); --follow keeps printing new ones")
+    for name in ("type", "cluster", "subject", "request-id", "outcome"):
+        events.add_argument(f"--{name}", dest=name.replace("-", "_"))
+    events.add_argument("--after", type=int, default=0, help="only events after this id")
+    events.add_argument("--limit", type=int, default=100)
+    events.add_argument("--follow", action="store_true")
+    events.add_argument("--interval", type=float, default=1.0, help="seconds between polls when following")
+    events.set_defaults(func=cmd_events)
+
+    storage = sub.add_parser("storage", help="the CSCS storage resources the region serves")
+    storage.add_argument("--storage-system", dest="storage_system")
+    storage.add_argument("--data-type", dest="data_type")
+    storage.add_argument("--status")
+    storage.add_argument("--page", type=int)
+    storage.add_argument("--page-size", dest="page_size", type=int)
+    storage.set_defaults(func=cmd_storage)
 
     machines = sub.add_parser("machines", help="MAAS machines across every site")
     msub = machines.add_subparsers(dest="machines_command", required=True, metavar="ACTION")

@@ -175,3 +175,21 @@ async def test_machines_list_show_power_and_power_query(live) -> None:
     assert bad.returncode == cli.EXIT_NOT_FOUND
     synced = await outpost(live, "machines", "sync")
     assert synced.returncode == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_events_lists_the_audit_log_with_filters(live) -> None:
+    result = await outpost(live, "--json", "events", "--type", "cluster.connected")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events and all(e["type"] == "cluster.connected" for e in events)
+    table = await outpost(live, "events", "--limit", "3")
+    assert table.stdout.splitlines()[0].split()[:3] == ["ID", "TIME", "TYPE"]
+    bad = await outpost(live, "events", "--cluster", "not-a-uuid")
+    assert bad.returncode == cli.EXIT_ERROR and "cluster" in bad.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_storage_without_a_storage_section_is_not_found(live) -> None:
+    result = await outpost(live, "storage")
+    assert result.returncode == cli.EXIT_NOT_FOUND
