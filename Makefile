@@ -8,7 +8,7 @@ SOURCES := $(shell find rpc regiond clusterd outpost simulators twisted -name '*
 # Tests and `make run` use the source tree; the installed copy backs .venv/bin/outpost.
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test bench clean
+.PHONY: run test bench demo clean
 
 $(DEPS): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ $(INSTALLED): $(DEPS) $(SOURCES)
 
 run: $(INSTALLED)
 	$(BIN)/python -m outpost.devrun
+
+demo: $(INSTALLED)
+	$(BIN)/python -m outpost.demo
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
