@@ -17,15 +17,15 @@ import json
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
+from simulators._serve import origin_of, quiet_site, serve, unserve
 from simulators.cloudstack.auth import verify
 from simulators.cloudstack.errors import CS_ERROR_CODES, ApiError
 from simulators.cloudstack.faults import Faults
@@ -140,22 +140,12 @@ class CloudStackResource(Resource):
 
 def make_site(simulator: CloudStackSimulator, reactor: Any) -> WrappingFactory:
     """The HTTP factory: a Site wrapped so open connections can be closed; no access log."""
-    site = Site(CloudStackResource(simulator, reactor))
-    site.displayTracebacks = False
-    site.noisy = False
-    site.log = lambda request: None  # type: ignore[method-assign]
-    factory = WrappingFactory(site)
-    factory.noisy = False
-    return factory
+    return quiet_site(CloudStackResource(simulator, reactor))
 
 
 def simulator_url(port: IListeningPort) -> str:
     """The API URL of a simulator listening on `port` (``http://127.0.0.1:PORT/client/api``)."""
-    address = port.getHost()
-    host = address.host if address.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{address.port}{API_PATH}"
+    return origin_of(port) + API_PATH
 
 
 async def start_cloudstack_simulator(
@@ -184,18 +174,10 @@ async def start_cloudstack_simulator(
         limits=limits,
         seed=seed,
     )
-    factory = make_site(simulator, reactor)
-    port = await serverFromString(reactor, endpoint).listen(factory)
-    simulator.listeners.append((port, factory))
-    return port, simulator
+    return await serve(reactor, endpoint, make_site(simulator, reactor), simulator.listeners), simulator
 
 
 async def stop_cloudstack_simulator(port: IListeningPort, simulator: CloudStackSimulator) -> None:
     """Stop listening, close open connections and cancel pending jobs."""
-    for entry in list(simulator.listeners):
-        if entry[0] is port:
-            simulator.listeners.remove(entry)
-            for protocol in list(entry[1].protocols):
-                protocol.transport.abortConnection()
-    await port.stopListening()
+    await unserve(port, simulator.listeners)
     simulator.stop()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
+from simulators._serve import quiet_site, serve, unserve
 from simulators.hpcuser.state import TOKEN_PATH, HpcUserSimulator
 from simulators.waldur.state import SimResponse
 from simulators.waldur.web import write_answer
@@ -58,12 +58,7 @@ class HpcUserResource(Resource):
 
 
 def make_site(simulator: HpcUserSimulator, reactor: Any) -> WrappingFactory:
-    site = Site(HpcUserResource(simulator, reactor))
-    site.displayTracebacks = False
-    site.noisy = False
-    factory = WrappingFactory(site)
-    factory.noisy = False
-    return factory
+    return quiet_site(HpcUserResource(simulator, reactor))
 
 
 async def start_hpcuser_simulator(
@@ -77,20 +72,11 @@ async def start_hpcuser_simulator(
     """Serve a simulated HPC User API and token endpoint; returns the port and the state."""
     if simulator is None:
         simulator = HpcUserSimulator(clock if clock is not None else reactor, **settings)
-    factory = make_site(simulator, reactor)
-    port = await serverFromString(reactor, endpoint).listen(factory)
-    simulator.listeners.append((port, factory))
-    return port, simulator
+    return await serve(reactor, endpoint, make_site(simulator, reactor), simulator.listeners), simulator
 
 
 async def stop_hpcuser_simulator(port: IListeningPort, simulator: HpcUserSimulator) -> None:
-    for entry in list(simulator.listeners):
-        listening, factory = entry
-        if listening is port:
-            simulator.listeners.remove(entry)
-            await listening.stopListening()
-            for protocol in list(factory.protocols):
-                protocol.transport.abortConnection()
+    await unserve(port, simulator.listeners)
 
 
 def simulator_urls(port: IListeningPort) -> tuple[str, str]:

@@ -21,15 +21,15 @@ import json
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
+from simulators._serve import origin_of, quiet_site, serve, unserve
 from simulators.maas import errors
 from simulators.maas.auth import verify
 from simulators.maas.describe import Handler, describe, match
@@ -269,24 +269,12 @@ class MAASResource(Resource):
 
 def make_site(simulator: MAASSimulator, reactor: Any) -> WrappingFactory:
     """The HTTP factory: a Site that leaves bodies to us, wrapped so open connections can be closed."""
-    site = Site(MAASResource(simulator, reactor), parsePOSTFormSubmission=False)
-    site.displayTracebacks = False
-    site.noisy = False
-    # No access log: a simulated MAAS inside a cluster would otherwise write a
-    # line per request to the cluster's log, which a real MAAS never costs it.
-    site.log = lambda request: None  # type: ignore[method-assign]
-    factory = WrappingFactory(site)
-    factory.noisy = False
-    return factory
+    return quiet_site(MAASResource(simulator, reactor), parsePOSTFormSubmission=False)
 
 
 def simulator_url(port: IListeningPort) -> str:
     """The MAAS URL of a simulator listening on `port` (``http://127.0.0.1:PORT/MAAS/``)."""
-    address = port.getHost()
-    host = address.host if address.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{address.port}/MAAS/"
+    return origin_of(port) + "/MAAS/"
 
 
 async def start_maas_simulator(
@@ -313,18 +301,10 @@ async def start_maas_simulator(
         durations=durations,
         faults=faults,
     )
-    factory = make_site(simulator, reactor)
-    port = await serverFromString(reactor, endpoint).listen(factory)
-    simulator.listeners.append((port, factory))
-    return port, simulator
+    return await serve(reactor, endpoint, make_site(simulator, reactor), simulator.listeners), simulator
 
 
 async def stop_maas_simulator(port: IListeningPort, simulator: MAASSimulator) -> None:
     """Stop listening, close open connections and cancel pending machine changes."""
-    for entry in list(simulator.listeners):
-        if entry[0] is port:
-            simulator.listeners.remove(entry)
-            for protocol in list(entry[1].protocols):
-                protocol.transport.abortConnection()
-    await port.stopListening()
+    await unserve(port, simulator.listeners)
     simulator.stop()

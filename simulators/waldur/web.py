@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
+from simulators._serve import quiet_site, serve, unserve
 from simulators.waldur.state import SimResponse, WaldurSimulator
 
 __all__ = ["WaldurResource", "make_site", "start_waldur_simulator", "stop_waldur_simulator", "simulator_url"]
@@ -85,12 +85,7 @@ class WaldurResource(Resource):
 
 def make_site(simulator: WaldurSimulator, reactor: Any) -> WrappingFactory:
     """A Site for the simulator, wrapped so that its open connections can be closed on stop."""
-    site = Site(WaldurResource(simulator, reactor))
-    site.displayTracebacks = False
-    site.noisy = False
-    factory = WrappingFactory(site)
-    factory.noisy = False
-    return factory
+    return quiet_site(WaldurResource(simulator, reactor))
 
 
 async def start_waldur_simulator(
@@ -106,21 +101,12 @@ async def start_waldur_simulator(
     """Serve a simulated Waldur on `endpoint` (a new one, or `simulator`); returns the port and the state."""
     if simulator is None:
         simulator = WaldurSimulator.create(token=token, resources=resources, seed=seed, customers=customers)
-    factory = make_site(simulator, reactor)
-    port = await serverFromString(reactor, endpoint).listen(factory)
-    simulator.listeners.append((port, factory))
-    return port, simulator
+    return await serve(reactor, endpoint, make_site(simulator, reactor), simulator.listeners), simulator
 
 
 async def stop_waldur_simulator(port: IListeningPort, simulator: WaldurSimulator) -> None:
     """Stop listening and close every connection still open."""
-    for entry in list(simulator.listeners):
-        listening, factory = entry
-        if listening is port:
-            simulator.listeners.remove(entry)
-            await listening.stopListening()
-            for protocol in list(factory.protocols):
-                protocol.transport.abortConnection()
+    await unserve(port, simulator.listeners)
 
 
 def simulator_url(port: IListeningPort) -> str:

@@ -1,0 +1,58 @@
+"""
+Serving a simulator over HTTP: what every simulator's ``web`` module shares.
+
+A simulator's site is quiet (no tracebacks to clients, no access log: a
+simulator running inside a daemon would otherwise write a line per request
+into that daemon's log) and wrapped so that stopping it can close the
+connections still open.  Each simulator keeps ``(port, factory)`` pairs in
+its ``listeners`` list.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.protocols.policies import WrappingFactory
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+__all__ = ["quiet_site", "serve", "unserve", "origin_of"]
+
+
+def quiet_site(resource: Resource, **site_options: Any) -> WrappingFactory:
+    site = Site(resource, **site_options)
+    site.displayTracebacks = False
+    site.noisy = False
+    site.log = lambda request: None  # type: ignore[method-assign]
+    factory = WrappingFactory(site)
+    factory.noisy = False
+    return factory
+
+
+async def serve(reactor: Any, endpoint: str, factory: WrappingFactory, listeners: list[Any]) -> IListeningPort:
+    """Listen on `endpoint` and remember the listener in `listeners` for `unserve`."""
+    port = await serverFromString(reactor, endpoint).listen(factory)
+    listeners.append((port, factory))
+    return port
+
+
+async def unserve(port: IListeningPort, listeners: list[Any]) -> None:
+    """Stop listening on `port` and close every connection it still has open."""
+    for entry in list(listeners):
+        listening, factory = entry
+        if listening is port:
+            listeners.remove(entry)
+            for protocol in list(factory.protocols):
+                protocol.transport.abortConnection()
+    await port.stopListening()
+
+
+def origin_of(port: IListeningPort) -> str:
+    """``http://HOST:PORT`` for a listener (a wildcard address becomes 127.0.0.1)."""
+    address = port.getHost()
+    host = address.host if address.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{address.port}"
