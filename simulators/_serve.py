@@ -10,15 +10,18 @@ its ``listeners`` list.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import attrs
+from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-__all__ = ["quiet_site", "serve", "unserve", "origin_of"]
+__all__ = ["quiet_site", "serve", "unserve", "origin_of", "named_values", "StopSimulator"]
 
 
 def quiet_site(resource: Resource, **site_options: Any) -> WrappingFactory:
@@ -56,3 +59,33 @@ def origin_of(port: IListeningPort) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{address.port}"
+
+
+# -- as a daemon (twistd plugins) ---------------------------------------------
+
+
+def named_values(values: list[str], option: str, known: set[str]) -> dict[str, Any]:
+    """``NAME=JSON`` option values (e.g. ``--fault error_rate=0.1``), each NAME one of `known`."""
+    from twisted.python import usage
+
+    out = {}
+    for item in values:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in known:
+            raise usage.UsageError(f"--{option} takes NAME=VALUE with NAME one of {', '.join(sorted(known))}, not {item!r}")
+        try:
+            out[name] = json.loads(raw)
+        except ValueError:
+            raise usage.UsageError(f"--{option} {name}: {raw!r} is not a JSON value") from None
+    return out
+
+
+@attrs.define(eq=False)
+class StopSimulator(Service):
+    """Stops the simulator's pending work (jobs, transitions) when the daemon stops."""
+
+    simulator: Any
+
+    def stopService(self) -> None:  # noqa: N802
+        super().stopService()
+        self.simulator.stop()

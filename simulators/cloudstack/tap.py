@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import attrs
 from twisted.application import strports
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
+from simulators._serve import StopSimulator, named_values
 from simulators.cloudstack.faults import Faults
 from simulators.cloudstack.model import Limits
 from simulators.cloudstack.state import CloudStackSimulator
@@ -60,28 +59,7 @@ class Options(usage.Options):
         self["secret"] = secret
         if self["job-duration"] < 0:
             raise usage.UsageError("--job-duration must be 0 or more")
-        known = {f.name for f in attrs.fields(Faults)}
-        faults: dict[str, Any] = {}
-        for item in self["faults"]:
-            name, sep, raw = item.partition("=")
-            if not sep or name not in known:
-                raise usage.UsageError(f"--fault takes NAME=JSON with NAME one of {', '.join(sorted(known))}, not {item!r}")
-            try:
-                faults[name] = json.loads(raw)
-            except ValueError:
-                raise usage.UsageError(f"--fault {name}: {raw!r} is not a JSON value") from None
-        self["parsed_faults"] = faults
-
-
-@attrs.define(eq=False)
-class _Stopper(Service):
-    """Cancels pending jobs when the daemon stops."""
-
-    simulator: CloudStackSimulator
-
-    def stopService(self) -> None:  # noqa: N802
-        super().stopService()
-        self.simulator.stop()
+        self["parsed_faults"] = named_values(self["faults"], "fault", {f.name for f in attrs.fields(Faults)})
 
 
 def makeService(options: Options) -> IService:  # noqa: N802
@@ -101,5 +79,5 @@ def makeService(options: Options) -> IService:  # noqa: N802
         raise usage.UsageError(str(e)) from None
     top = MultiService()
     strports.service(options["listen"], make_site(simulator, reactor)).setServiceParent(top)
-    _Stopper(simulator).setServiceParent(top)
+    StopSimulator(simulator).setServiceParent(top)
     return top

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import attrs
 from twisted.application import strports
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
+from simulators._serve import StopSimulator, named_values
 from simulators.maas.faults import Durations, Faults
 from simulators.maas.state import MAASSimulator
 from simulators.maas.web import make_site
 
 DEFAULT_LISTEN = "tcp:5240:interface=127.0.0.1"
-
-
-def _pairs(values: list[str], kind: str, known: set[str]) -> dict[str, Any]:
-    out = {}
-    for item in values:
-        name, sep, raw = item.partition("=")
-        if not sep or name not in known:
-            raise usage.UsageError(f"--{kind} takes NAME=VALUE with NAME one of {', '.join(sorted(known))}, not {item!r}")
-        try:
-            out[name] = json.loads(raw)
-        except ValueError:
-            raise usage.UsageError(f"--{kind} {name}: {raw!r} is not a JSON value") from None
-    return out
 
 
 class Options(usage.Options):
@@ -75,23 +61,12 @@ class Options(usage.Options):
         if self["machines"] < 0:
             raise usage.UsageError("--machines must be 0 or more")
         durations = Durations.fast() if self["fast"] else Durations()
-        changes = _pairs(self["durations"], "duration", {f.name for f in attrs.fields(Durations)})
+        changes = named_values(self["durations"], "duration", {f.name for f in attrs.fields(Durations)})
         try:
             self["parsed_durations"] = attrs.evolve(durations, **{k: float(v) for k, v in changes.items()})
-            self["parsed_faults"] = _pairs(self["faults"], "fault", {f.name for f in attrs.fields(Faults)})
+            self["parsed_faults"] = named_values(self["faults"], "fault", {f.name for f in attrs.fields(Faults)})
         except (TypeError, ValueError) as e:
             raise usage.UsageError(str(e)) from None
-
-
-@attrs.define(eq=False)
-class _Stopper(Service):
-    """Cancels the simulator's pending changes when the daemon stops."""
-
-    simulator: MAASSimulator
-
-    def stopService(self) -> None:  # noqa: N802
-        super().stopService()
-        self.simulator.stop()
 
 
 def makeService(options: Options) -> IService:  # noqa: N802
@@ -106,5 +81,5 @@ def makeService(options: Options) -> IService:  # noqa: N802
         raise usage.UsageError(str(e)) from None
     top = MultiService()
     strports.service(options["listen"], make_site(simulator, reactor)).setServiceParent(top)
-    _Stopper(simulator).setServiceParent(top)
+    StopSimulator(simulator).setServiceParent(top)
     return top
