@@ -51,10 +51,11 @@ from functools import partial  # noqa: E402
 from typing import Any, Awaitable, Callable  # noqa: E402
 
 import twisted  # noqa: E402
+from bench._harness import Children, ParentWatch, cpu_seconds, run_parent, wait_for, write_port_file  # noqa: E402
 from twisted.internet import defer, reactor, stdio  # noqa: E402
 from twisted.internet.defer import Deferred  # noqa: E402
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint  # noqa: E402
-from twisted.internet.protocol import Factory, Protocol  # noqa: E402
+from twisted.internet.protocol import Factory  # noqa: E402
 from twisted.internet.task import deferLater  # noqa: E402
 from twisted.logger import (  # noqa: E402
     FilteringLogObserver,
@@ -137,23 +138,8 @@ class BareCluster(amp.AMP):
         return deferLater(reactor, seconds, dict)
 
 
-class _ParentWatch(Protocol):
-    """Stops the reactor when the parent closes our stdin (or dies)."""
-
-    def connectionLost(self, reason: Failure = None) -> None:  # noqa: N802
-        if reactor.running:
-            reactor.stop()
-
-
 def _secret() -> bytes:
     return bytes.fromhex(os.environ[_SECRET_ENV])
-
-
-def _write_port_file(path: str, port: int) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(str(port))
-    os.replace(tmp, path)
 
 
 async def _serve(flavour: str, port_file: str) -> None:
@@ -166,7 +152,7 @@ async def _serve(flavour: str, port_file: str) -> None:
     else:
         factory = Factory.forProtocol(BareServer)
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
-    _write_port_file(port_file, port.getHost().port)
+    write_port_file(port_file, port.getHost().port)
 
 
 async def _clusters(flavour: str, port: int, count: int) -> None:
@@ -185,7 +171,7 @@ async def _clusters(flavour: str, port: int, count: int) -> None:
 def child_main(args: argparse.Namespace) -> int:
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
-    stdio.StandardIO(_ParentWatch())
+    stdio.StandardIO(ParentWatch())
     if args.serve:
         work = _serve(args.serve, args.port_file)
     else:
@@ -213,7 +199,7 @@ def child_main(args: argparse.Namespace) -> int:
 
 # -- the parent: children -------------------------------------------------------
 
-_children: list[subprocess.Popen] = []
+_children = Children(ROOT)
 _GC_FREEZE = False
 _SERVER_CPU: int | None = None  # set when pinning: the CPU the children run on
 
@@ -246,57 +232,14 @@ def _spawn(*args: str) -> subprocess.Popen:
         args = (*args, "--gc-freeze")
     if _SERVER_CPU is not None:
         args = (*args, "--cpu", str(_SERVER_CPU))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    child = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), *args],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    _children.append(child)
-    return child
-
-
-def kill_children() -> None:
-    """End every child this process started: close its stdin, then TERM, then KILL."""
-    for child in _children:
-        if child.stdin is not None and not child.stdin.closed:
-            try:
-                child.stdin.close()
-            except OSError:
-                pass
-    deadline = time.monotonic() + 2.0
-    for child in _children:
-        try:
-            child.wait(max(0.05, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.terminate()
-    for child in _children:
-        try:
-            child.wait(2.0)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-    _children.clear()
-
-
-async def _wait_for(predicate: Callable[[], bool], what: str, child: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if child.poll() is not None:
-            raise RuntimeError(f"child for {what} exited with status {child.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        await deferLater(reactor, 0.02, lambda: None)
+    return _children.spawn([sys.executable, os.path.abspath(__file__), *args])
 
 
 async def start_server(flavour: str, workdir: str) -> tuple[int, int]:
     """Spawn a Ping server child; return its port and process id."""
     port_file = os.path.join(workdir, f"{flavour}.port")
     child = _spawn("--serve", flavour, "--port-file", port_file)
-    await _wait_for(lambda: os.path.exists(port_file), f"{flavour} server", child)
+    await wait_for(lambda: os.path.exists(port_file), f"{flavour} server", child, timeout=20.0, interval=0.02)
     with open(port_file) as f:
         return int(f.read()), child.pid
 
@@ -367,16 +310,6 @@ def pipelined(call: Call, depth: int, duration: float) -> "Deferred[tuple[int, f
     return done
 
 
-def _child_cpu_seconds(pid: int) -> float | None:
-    """User+system CPU time of another process (Linux /proc; None elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 async def alternate(
     measure: Callable[[str], Awaitable[tuple[int, float]]], rounds: int, servers: dict[str, int]
 ) -> tuple[dict[str, float], dict[str, float | None]]:
@@ -393,11 +326,11 @@ async def alternate(
     cpu_known = True
     for i in range(rounds):
         for flavour in FLAVOURS if i % 2 == 0 else tuple(reversed(FLAVOURS)):
-            server_before = _child_cpu_seconds(servers[flavour])
+            server_before = cpu_seconds(servers[flavour])
             client_before = time.process_time()
             calls, seconds = await measure(flavour)
             client = time.process_time() - client_before
-            server_after = _child_cpu_seconds(servers[flavour])
+            server_after = cpu_seconds(servers[flavour])
             rates[flavour].append(calls / seconds)
             if server_before is None or server_after is None:
                 cpu_known = False
@@ -459,7 +392,7 @@ async def gather_benchmark(repeats: int) -> dict[str, float]:
         region = regions[flavour] = _Region(flavour)
         port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(region.factory)
         child = _spawn("--clusters", flavour, "--port", str(port.getHost().port), "--count", str(CLUSTERS))
-        await _wait_for(lambda: len(region.connections) == CLUSTERS, f"{CLUSTERS} {flavour} clusters", child)
+        await wait_for(lambda: len(region.connections) == CLUSTERS, f"{CLUSTERS} {flavour} clusters", child, timeout=20.0, interval=0.02)
     times: dict[str, list[float]] = {f: [] for f in FLAVOURS}
     for i in range(repeats + 1):  # the first round warms up and is not counted
         for flavour in FLAVOURS if i % 2 == 0 else tuple(reversed(FLAVOURS)):
@@ -577,33 +510,7 @@ def report(r: dict[str, Any]) -> None:
 
 def parent_main(quick: bool) -> int:
     os.environ[_SECRET_ENV] = SECRET.hex()
-    outcome: list[Any] = []
-    interrupted: list[bool] = []
-
-    def shutting_down() -> None:
-        if not outcome:  # a signal, not us: whatever fails from here on is not the benchmark's fault
-            interrupted.append(True)
-
-    def started() -> None:
-        d = Deferred.fromCoroutine(run(quick))
-        d.addBoth(outcome.append)
-        d.addBoth(lambda _: reactor.stop())
-
-    try:
-        reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
-        reactor.callWhenRunning(started)
-        reactor.run()
-    finally:
-        kill_children()
-    if interrupted or not outcome:
-        print("bench/rpc: interrupted", file=sys.stderr)
-        return 2
-    if isinstance(outcome[0], Failure):
-        print("bench/rpc: failed", file=sys.stderr)
-        outcome[0].printTraceback(file=sys.stderr)
-        return 1
-    report(outcome[0])
-    return 0
+    return run_parent("rpc", lambda: run(quick), report, _children.kill_all)
 
 
 def main(argv: list[str] | None = None) -> int:

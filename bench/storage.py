@@ -55,11 +55,10 @@ import treq  # noqa: E402
 import twisted  # noqa: E402
 import yaml  # noqa: E402
 from treq.client import HTTPClient  # noqa: E402
+from bench._harness import Children, ParentWatch, cpu_seconds, run_parent, wait_for, write_port_file  # noqa: E402
 from twisted.internet import defer, reactor, stdio  # noqa: E402
 from twisted.internet.defer import Deferred  # noqa: E402
 from twisted.internet.endpoints import serverFromString  # noqa: E402
-from twisted.internet.protocol import Protocol  # noqa: E402
-from twisted.internet.task import deferLater  # noqa: E402
 from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner, textFileLogObserver  # noqa: E402
 from twisted.python.failure import Failure  # noqa: E402
 from twisted.web.client import Agent, HTTPConnectionPool  # noqa: E402
@@ -75,26 +74,11 @@ PATH = "/api/storage-resources/?page_size=500"
 IN_FLIGHT = 4
 WALDUR_PAGE = 300  # Waldur's max_page_size
 
-_children: list[subprocess.Popen[bytes]] = []
-#: Children that do not watch their stdin (uvicorn): they get SIGTERM at once.
-_foreign: set[int] = set()
+#: Our children; the peer's uvicorn does not watch its stdin, so it is spawned as foreign (SIGTERM at once).
+_children = Children(ROOT)
 
 
 # -- children ----------------------------------------------------------------------------------
-
-
-class _ParentWatch(Protocol):
-    """Stops the reactor when the parent closes our stdin (or dies)."""
-
-    def connectionLost(self, reason: Failure = None) -> None:  # noqa: N802
-        if reactor.running:
-            reactor.stop()
-
-
-def _write_port_file(path: str, port: int) -> None:
-    with open(path + ".tmp", "w") as f:
-        f.write(str(port))
-    os.replace(path + ".tmp", path)
 
 
 def _storage_config(waldur_url: str, hpc_url: str, token_url: str) -> dict[str, Any]:
@@ -135,11 +119,11 @@ async def _serve(args: argparse.Namespace) -> None:
         site = Site(ApiResource(service.routes(), authenticate))
         site.noisy = False
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site)
-    _write_port_file(args.port_file, port.getHost().port)
+    write_port_file(args.port_file, port.getHost().port)
 
 
 def child_main(args: argparse.Namespace) -> int:
-    stdio.StandardIO(_ParentWatch())
+    stdio.StandardIO(ParentWatch())
     failed: list[Failure] = []
 
     def started() -> None:
@@ -162,61 +146,14 @@ def child_main(args: argparse.Namespace) -> int:
 # -- the parent: children ---------------------------------------------------------------------
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
-def _spawn(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    child = subprocess.Popen(argv, env=env or _env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=ROOT)
-    _children.append(child)
-    return child
-
-
-def kill_children() -> None:
-    """End every child: close its stdin (ours exit on that; others get TERM at once), then TERM, then KILL."""
-    for child in _children:
-        if child.pid in _foreign and child.poll() is None:
-            child.terminate()
-        if child.stdin is not None and not child.stdin.closed:
-            try:
-                child.stdin.close()
-            except OSError:
-                pass
-    deadline = time.monotonic() + 2.0
-    for child in _children:
-        try:
-            child.wait(max(0.05, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.terminate()
-    for child in _children:
-        try:
-            child.wait(3.0)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-    _children.clear()
-
-
-async def _wait_for(predicate: Callable[[], Awaitable[bool]], what: str, child: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if child.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {child.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        await deferLater(reactor, 0.05, lambda: None)
-
-
 async def _start_child(kind: str, workdir: str, *extra: str) -> tuple[int, subprocess.Popen[bytes]]:
     port_file = os.path.join(workdir, f"{kind}.port")
-    child = _spawn([sys.executable, os.path.abspath(__file__), "--serve", kind, "--port-file", port_file, *extra])
+    child = _children.spawn([sys.executable, os.path.abspath(__file__), "--serve", kind, "--port-file", port_file, *extra])
 
     async def ready() -> bool:
         return os.path.exists(port_file)
 
-    await _wait_for(ready, f"the {kind} server", child)
+    await wait_for(ready, f"the {kind} server", child)
     with open(port_file) as f:
         return int(f.read()), child
 
@@ -231,15 +168,15 @@ async def _start_peer(workdir: str, storage: dict[str, Any], http: HTTPClient) -
     config_path = os.path.join(workdir, "peer.yaml")
     with open(config_path, "w") as f:
         yaml.safe_dump(storage, f)
-    env = _env()
+    env = _children.env()
     env.update(WALDUR_CSCS_STORAGE_PROXY_CONFIG_PATH=config_path, DISABLE_AUTH="true")
     port = _free_port()
-    child = _spawn(
+    child = _children.spawn(
         [sys.executable, "-m", "uvicorn", "waldur_site_agent_cscs_hpc_storage.waldur_storage_proxy.main:app",
          "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
         env,
+        foreign=True,
     )
-    _foreign.add(child.pid)
 
     async def ready() -> bool:
         try:
@@ -249,17 +186,8 @@ async def _start_peer(workdir: str, storage: dict[str, Any], http: HTTPClient) -
         except Exception:
             return False
 
-    await _wait_for(ready, "the peer (uvicorn)", child)
+    await wait_for(ready, "the peer (uvicorn)", child)
     return port, child
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 # -- the parent: measuring ---------------------------------------------------------------------
@@ -305,9 +233,9 @@ async def _alternate(
     known = True
     for i in range(rounds):
         for flavour in FLAVOURS if i % 2 == 0 else tuple(reversed(FLAVOURS)):
-            before = _cpu_seconds(pids[flavour])
+            before = cpu_seconds(pids[flavour])
             count, elapsed = await measure(flavour)
-            after = _cpu_seconds(pids[flavour])
+            after = cpu_seconds(pids[flavour])
             rates[flavour].append(count / elapsed)
             if before is None or after is None:
                 known = False
@@ -427,33 +355,7 @@ def report(r: dict[str, Any]) -> None:
 
 
 def parent_main(quick: bool, resources: int) -> int:
-    outcome: list[Any] = []
-    interrupted: list[bool] = []
-
-    def shutting_down() -> None:
-        if not outcome:
-            interrupted.append(True)
-
-    def started() -> None:
-        d = Deferred.fromCoroutine(run(quick, resources))
-        d.addBoth(outcome.append)
-        d.addBoth(lambda _: reactor.stop())
-
-    try:
-        reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
-        reactor.callWhenRunning(started)
-        reactor.run()
-    finally:
-        kill_children()
-    if interrupted or not outcome:
-        print("bench/storage: interrupted", file=sys.stderr)
-        return 2
-    if isinstance(outcome[0], Failure):
-        print("bench/storage: failed", file=sys.stderr)
-        outcome[0].printTraceback(file=sys.stderr)
-        return 1
-    report(outcome[0])
-    return 0
+    return run_parent("storage", lambda: run(quick, resources), report, _children.kill_all)
 
 
 def main(argv: list[str] | None = None) -> int:
