@@ -7,12 +7,11 @@ from typing import Any
 from twisted.internet.interfaces import IListeningPort
 from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
 from simulators._serve import quiet_site, serve, unserve
 from simulators.hpcuser.state import TOKEN_PATH, HpcUserSimulator
-from simulators.waldur.state import SimResponse
-from simulators.waldur.web import write_answer
+from simulators.waldur.web import answer_with_faults, request_headers, request_query
 
 __all__ = ["HpcUserResource", "make_site", "start_hpcuser_simulator", "stop_hpcuser_simulator", "simulator_urls"]
 
@@ -26,35 +25,14 @@ class HpcUserResource(Resource):
         self.reactor = reactor
 
     def render(self, request: Request) -> Any:
-        faults = self.simulator.faults
-        if faults.queue:
-            outcome = faults.queue.pop(0)
-            if outcome == "drop":
-                request.transport.abortConnection()
-                return NOT_DONE_YET
-            if outcome == "hang":
-                return NOT_DONE_YET
-            answer = SimResponse(int(outcome), (("Content-Type", "application/json"),), b'{"detail": "Simulated failure."}')
-        else:
-            query = {
-                k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
-                for k, vs in (request.args or {}).items()
-            } if request.method == b"GET" else {}
-            headers = {
-                name.decode("latin-1").lower(): values[-1].decode("latin-1")
-                for name, values in request.requestHeaders.getAllRawHeaders()
-            }
+        def compute() -> Any:
             body = request.content.read() if request.content is not None else b""
-            answer = self.simulator.handle(
-                request.method.decode("ascii", "replace"), request.path.decode("utf-8", "replace"), query, headers, body
+            query = request_query(request) if request.method == b"GET" else {}
+            return self.simulator.handle(
+                request.method.decode("ascii", "replace"), request.path.decode("utf-8", "replace"), query, request_headers(request), body
             )
-        if faults.latency > 0:
-            finished: list[bool] = []
-            request.notifyFinish().addBoth(lambda _: finished.append(True))
-            self.reactor.callLater(faults.latency, lambda: None if finished else write_answer(request, answer))
-        else:
-            write_answer(request, answer)
-        return NOT_DONE_YET
+
+        return answer_with_faults(request, self.simulator.faults, self.reactor, compute)
 
 
 def make_site(simulator: HpcUserSimulator, reactor: Any) -> WrappingFactory:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.interfaces import IListeningPort
 from twisted.protocols.policies import WrappingFactory
@@ -43,44 +43,52 @@ class WaldurResource(Resource):
         self.reactor = reactor
 
     def render(self, request: Request) -> Any:
-        faults = self.simulator.faults
-        if faults.queue:
-            outcome = faults.queue.pop(0)
-            if outcome == "drop":
-                request.transport.abortConnection()
-                return NOT_DONE_YET
-            if outcome == "hang":
-                return NOT_DONE_YET
-            body = b'{"detail": "Simulated failure."}'
-            answer = SimResponse(int(outcome), (("Content-Type", "application/json"),), body)
-        else:
-            query = {
-                k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
-                for k, vs in (request.args or {}).items()
-            }
-            headers = {
-                name.decode("latin-1").lower(): values[-1].decode("latin-1")
-                for name, values in request.requestHeaders.getAllRawHeaders()
-            }
-            answer = self.simulator.handle(
-                request.method.decode("ascii", "replace"),
-                request.path.decode("utf-8", "replace"),
-                query,
-                headers,
-                origin_of(request),
-            )
-        if faults.latency > 0:
-            finished: list[bool] = []
-            request.notifyFinish().addBoth(lambda _: finished.append(True))
+        return answer_with_faults(request, self.simulator.faults, self.reactor, lambda: self.simulator.handle(
+            request.method.decode("ascii", "replace"),
+            request.path.decode("utf-8", "replace"),
+            request_query(request),
+            request_headers(request),
+            origin_of(request),
+        ))
 
-            def later() -> None:
-                if not finished:
-                    write_answer(request, answer)
 
-            self.reactor.callLater(faults.latency, later)
-        else:
-            write_answer(request, answer)
-        return NOT_DONE_YET
+def request_query(request: Request) -> dict[str, list[str]]:
+    return {
+        k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
+        for k, vs in (request.args or {}).items()
+    }
+
+
+def request_headers(request: Request) -> dict[str, str]:
+    return {
+        name.decode("latin-1").lower(): values[-1].decode("latin-1")
+        for name, values in request.requestHeaders.getAllRawHeaders()
+    }
+
+
+def answer_with_faults(request: Request, faults: Any, reactor: Any, compute: Callable[[], SimResponse]) -> Any:
+    """
+    Answer `request` with `compute()`, unless a queued fault says otherwise
+    ("drop" the connection, "hang", or answer an HTTP status); with latency,
+    the answer goes out that much later (unless the client has gone).
+    """
+    if faults.queue:
+        outcome = faults.queue.pop(0)
+        if outcome == "drop":
+            request.transport.abortConnection()
+            return NOT_DONE_YET
+        if outcome == "hang":
+            return NOT_DONE_YET
+        answer = SimResponse(int(outcome), (("Content-Type", "application/json"),), b'{"detail": "Simulated failure."}')
+    else:
+        answer = compute()
+    if faults.latency > 0:
+        finished: list[bool] = []
+        request.notifyFinish().addBoth(lambda _: finished.append(True))
+        reactor.callLater(faults.latency, lambda: None if finished else write_answer(request, answer))
+    else:
+        write_answer(request, answer)
+    return NOT_DONE_YET
 
 
 def make_site(simulator: WaldurSimulator, reactor: Any) -> WrappingFactory:
