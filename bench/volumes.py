@@ -77,7 +77,7 @@ from twisted.python.failure import Failure  # noqa: E402
 
 from clusterd.cloudstack.client import CloudStackClient  # noqa: E402
 from clusterd.cloudstack.retry import PollPolicy  # noqa: E402
-from clusterd.site import virtio_name  # noqa: E402
+from clusterd.site import plug_devices  # noqa: E402
 from clusterd.volumes import SimulatedMounter  # noqa: E402
 from clusterd.volumes.lifecycle import Settings, VolumeLifecycle  # noqa: E402
 from simulators.cloudstack import (  # noqa: E402
@@ -220,17 +220,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         traffic = Traffic(sim)
         mounter = SimulatedMounter(reactor)
-        names: dict[str, str] = {}
-
-        def attached(volume: dict[str, Any], vm: dict[str, Any], device_id: int) -> None:
-            names[volume["id"]] = virtio_name(device_id)
-            mounter.add_device(names[volume["id"]], serial=volume["id"].replace("-", "")[:20])
-
-        def detached(volume: dict[str, Any], vm: dict[str, Any]) -> None:
-            mounter.remove_device(names.pop(volume["id"]))
-
-        sim.on_attach.append(attached)
-        sim.on_detach.append(detached)
+        plug_devices(sim, mounter)
         zone = (await client.list_zones())[0]["id"]
         offering = next(o["id"] for o in await client.list_disk_offerings() if o.get("iscustomized"))
         report = Recorder()

@@ -20,7 +20,7 @@ from clusterd.maas.client import MAASClient
 from clusterd.maas.power import PowerOrchestrator
 from clusterd.volumes.work import VolumeWork
 
-__all__ = ["SiteService", "virtio_name"]
+__all__ = ["SiteService", "DeviceFollower", "plug_devices", "virtio_name", "virtio_serial"]
 
 log = Logger()
 
@@ -34,6 +34,31 @@ def virtio_name(device_id: int) -> str:
         n = n // 26 - 1
         if n < 0:
             return "vd" + letters
+
+
+def virtio_serial(volume_id: str) -> str:
+    """The serial KVM gives the disk of a CloudStack volume: its uuid without hyphens, 20 characters."""
+    return volume_id.replace("-", "")[:20]
+
+
+def plug_devices(simulator: Any, mounter: Any) -> None:
+    """
+    Make `mounter`'s simulated block devices appear and go as the in-process
+    CloudStack `simulator` attaches and detaches volumes, as KVM would.
+    """
+    names: dict[str, str] = {}
+
+    def attached(volume: dict[str, Any], vm: dict[str, Any], device_id: int) -> None:
+        names[volume["id"]] = name = virtio_name(device_id)
+        mounter.add_device(name, serial=virtio_serial(volume["id"]))
+
+    def detached(volume: dict[str, Any], vm: dict[str, Any]) -> None:
+        name = names.pop(volume["id"], None)
+        if name is not None:
+            mounter.remove_device(name)
+
+    simulator.on_attach.append(attached)
+    simulator.on_detach.append(detached)
 
 
 @attrs.define(eq=False)
@@ -85,20 +110,7 @@ class SiteService(Service):
             self.reactor, sim.listen, api_key=sim.api_key, secret_key=sim.secret_key, job_duration=sim.job_duration
         )
         self._cloudstack = (port, simulator)
-        mounter = self.volumes.mounter
-        names: dict[str, str] = {}
-
-        def attached(volume: dict[str, Any], vm: dict[str, Any], device_id: int) -> None:
-            names[volume["id"]] = name = virtio_name(device_id)
-            mounter.add_device(name, serial=volume["id"].replace("-", "")[:20])
-
-        def detached(volume: dict[str, Any], vm: dict[str, Any]) -> None:
-            name = names.pop(volume["id"], None)
-            if name is not None:
-                mounter.remove_device(name)
-
-        simulator.on_attach.append(attached)
-        simulator.on_detach.append(detached)
+        plug_devices(simulator, self.volumes.mounter)
         log.info("Simulated CloudStack at {url} (give the region this URL and keys as the cluster's configuration)",
                  url=simulator_url(port))
 
@@ -181,4 +193,4 @@ class DeviceFollower(Service):
         for volume_id, device_id in attached.items():
             if volume_id not in self._names:
                 self._names[volume_id] = name = virtio_name(device_id)
-                mounter.add_device(name, serial=volume_id.replace("-", "")[:20])
+                mounter.add_device(name, serial=virtio_serial(volume_id))

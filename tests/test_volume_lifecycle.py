@@ -15,7 +15,7 @@ from twisted.internet import reactor
 
 from clusterd.cloudstack.client import CloudStackClient
 from clusterd.cloudstack.retry import PollPolicy
-from clusterd.site import virtio_name
+from clusterd.site import plug_devices
 from clusterd.volumes import SimulatedMounter
 from clusterd.volumes.lifecycle import TAG_JOB, Settings, VolumeLifecycle
 from simulators.cloudstack import Limits, simulator_url, start_cloudstack_simulator, stop_cloudstack_simulator
@@ -40,17 +40,7 @@ async def site():
     port, sim = await start_cloudstack_simulator(reactor, api_key=KEY, secret_key=SECRET, job_duration=0.01, limits=Limits())
     client = CloudStackClient(reactor, simulator_url(port), KEY, SECRET, poll=PollPolicy(initial=0.02, factor=1.5, cap=0.1))
     mounter = SimulatedMounter(reactor)
-    names: dict[str, str] = {}
-
-    def attached(volume: dict[str, Any], vm: dict[str, Any], device_id: int) -> None:
-        names[volume["id"]] = virtio_name(device_id)
-        mounter.add_device(names[volume["id"]], serial=volume["id"].replace("-", "")[:20])
-
-    def detached(volume: dict[str, Any], vm: dict[str, Any]) -> None:
-        mounter.remove_device(names.pop(volume["id"]))
-
-    sim.on_attach.append(attached)
-    sim.on_detach.append(detached)
+    plug_devices(sim, mounter)
     zone = (await client.list_zones())[0]["id"]
     offering = next(o["id"] for o in await client.list_disk_offerings() if o.get("iscustomized"))
     report = Recorder()

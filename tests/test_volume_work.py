@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred, succeed
 
 from clusterd.cloudstack.client import CloudStackClient
 from clusterd.cloudstack.retry import PollPolicy
-from clusterd.site import virtio_name
+from clusterd.site import plug_devices
 from clusterd.volumes import SimulatedMounter
 from clusterd.volumes.work import VolumeWork
 from rpc import errors as rpc_errors
@@ -43,14 +43,7 @@ class Region:
 async def site():
     port, sim = await start_cloudstack_simulator(reactor, api_key=KEY, secret_key=SECRET, job_duration=0.01)
     mounter = SimulatedMounter(reactor)
-    names: dict[str, str] = {}
-
-    def attached(volume: dict[str, Any], vm: dict[str, Any], device_id: int) -> None:
-        names[volume["id"]] = virtio_name(device_id)
-        mounter.add_device(names[volume["id"]], serial=volume["id"].replace("-", "")[:20])
-
-    sim.on_attach.append(attached)
-    sim.on_detach.append(lambda volume, vm: mounter.remove_device(names.pop(volume["id"])))
+    plug_devices(sim, mounter)
     config = {"name": "cs", "api_url": simulator_url(port), "api_key": KEY, "secret_key": SECRET, "zone": "OSSEA-Zone",
               "disk_offering": "", "oma_vm_id": sim.appliance.id, "revision": 1}
     fast = lambda c: CloudStackClient(reactor, c["api_url"], c["api_key"], c["secret_key"], poll=PollPolicy(initial=0.02, cap=0.1))  # noqa: E731
