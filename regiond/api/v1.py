@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from regiond.api import errors
 from regiond.api.rpcerrors import api_error_for
+from regiond.api.params import MAX_PAGE, MAX_PAGE_SIZE, pagination, true_or_false
 from regiond.api.router import ApiRequest, Response, Route, parse_query
 from regiond.clusters import ClusterStore, RegionProcessStore
 from regiond.db import Database
@@ -31,9 +32,6 @@ __all__ = ["RegionAPI"]
 
 #: How long a ping waits for a cluster's answer unless the caller says otherwise.
 PING_TIMEOUT = 10.0
-MAX_PAGE_SIZE = 1000
-#: Far beyond any real listing; keeps OFFSET well inside PostgreSQL's bigint.
-MAX_PAGE = 1_000_000
 
 
 def _uuid(value: str) -> str:
@@ -41,29 +39,6 @@ def _uuid(value: str) -> str:
         return str(uuidlib.UUID(value))
     except ValueError:
         raise errors.BadRequest("not a UUID", details={"uuid": f"{value!r} is not a UUID"}) from None
-
-
-def _page_number(value: str) -> int:
-    n = int(value)
-    if not 1 <= n <= MAX_PAGE:
-        raise ValueError(f"must be between 1 and {MAX_PAGE}")
-    return n
-
-
-def _page_size(value: str) -> int:
-    n = int(value)
-    if not 1 <= n <= MAX_PAGE_SIZE:
-        raise ValueError(f"must be between 1 and {MAX_PAGE_SIZE}")
-    return n
-
-
-def _boolean(value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise ValueError("must be true or false")
 
 
 @attrs.frozen
@@ -93,9 +68,8 @@ class RegionAPI:
         return {"endpoints": await self.processes.endpoints()}
 
     async def list_clusters(self, request: ApiRequest) -> dict[str, Any]:
-        page = parse_query(request, "page", _page_number, 1)
-        page_size = parse_query(request, "page_size", _page_size, 100)
-        connected = parse_query(request, "connected", _boolean, None)
+        page, page_size = pagination(request)
+        connected = parse_query(request, "connected", true_or_false, None)
         name = request.arg("name")
         items, total = await self.clusters.list(
             connected=connected, name=name, limit=page_size, offset=(page - 1) * page_size

@@ -18,6 +18,7 @@ import attrs
 
 from regiond.api import errors
 from regiond.api.body import boolean, number, one_of, read_body, string_list, text
+from regiond.api.params import MAX_PAGE_SIZE, pagination, resolve_cluster, true_or_false
 from regiond.api.router import ApiRequest, Response, Route, parse_query
 from regiond.api.rpcerrors import api_error_for
 from regiond.clusters import ClusterStore
@@ -30,7 +31,6 @@ from rpc.errors import RPCError
 
 __all__ = ["MachinesAPI", "SIGNATURE_HEADER", "signature_for"]
 
-MAX_PAGE_SIZE = 1000
 #: The webhook's signature header: ``sha256=<hex HMAC-SHA256 of the body>``.
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 FAN_OUT_TIMEOUT = 30.0
@@ -52,28 +52,6 @@ def _multi(request: ApiRequest, name: str) -> list[str]:
     if len(out) > 100 or any(len(v) > 255 for v in out):
         raise errors.BadRequest(f"invalid query parameter {name}", details={name: "at most 100 values of at most 255 characters"})
     return out
-
-
-def _page_size(value: str) -> int:
-    n = int(value)
-    if not 1 <= n <= MAX_PAGE_SIZE:
-        raise ValueError(f"must be between 1 and {MAX_PAGE_SIZE}")
-    return n
-
-
-def _page(value: str) -> int:
-    n = int(value)
-    if not 1 <= n <= 1_000_000:
-        raise ValueError("must be between 1 and 1000000")
-    return n
-
-
-def _flag(value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise ValueError("must be true or false")
 
 
 def _base64_text(value: Any) -> str:
@@ -106,12 +84,7 @@ class MachinesAPI:
     webhook_secret: bytes | None = attrs.field(default=None, repr=False)
 
     async def _cluster(self, ref: str) -> str:
-        found = await self.clusters.resolve(ref)
-        if not found:
-            raise errors.NotFound(f"no cluster {ref}", details={"cluster": ref})
-        if len(found) > 1:
-            raise errors.BadRequest(f"cluster name {ref} is ambiguous; use its uuid", details={"cluster": found})
-        return found[0]
+        return await resolve_cluster(self.clusters, ref)
 
     async def _call(self, coro: Any, cluster: str, system_id: str = "") -> Any:
         try:
@@ -124,9 +97,8 @@ class MachinesAPI:
     # -- reading -----------------------------------------------------------
 
     async def list_machines(self, request: ApiRequest) -> dict[str, Any]:
-        page = parse_query(request, "page", _page, 1)
-        page_size = parse_query(request, "page_size", _page_size, 100)
-        include_missing = parse_query(request, "missing", _flag, False)
+        page, page_size = pagination(request)
+        include_missing = parse_query(request, "missing", true_or_false, False)
         items, total = await self.store.list(
             status=_multi(request, "status"), hostname=_multi(request, "hostname"), tags=_multi(request, "tags"),
             zone=_multi(request, "zone"), pool=_multi(request, "pool"), cluster=_multi(request, "cluster"),

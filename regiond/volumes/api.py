@@ -12,6 +12,7 @@ import attrs
 
 from regiond.api import errors
 from regiond.api.body import boolean, read_body
+from regiond.api.params import pagination, resolve_cluster, true_or_false
 from regiond.api.router import ApiRequest, Response, Route, parse_query
 from regiond.api.rpcerrors import api_error_for
 from regiond.clusters import ClusterStore
@@ -36,28 +37,13 @@ _CONFIG_SCHEMA = {
 _CLUSTER_ERRORS = {502: "The cluster or its CloudStack failed", 503: "The cluster is not connected (see Retry-After)", 504: "The cluster did not answer in time"}
 
 
-def _bool(value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise ValueError("must be true or false")
-
-
 @attrs.frozen
 class VolumesAPI:
     clusters: ClusterStore
     service: VolumeService
 
     async def _cluster(self, ref: Any) -> str:
-        if not isinstance(ref, str) or not 0 < len(ref) <= 255:
-            raise errors.BadRequest("invalid cluster", details={"cluster": "give the cluster's uuid or name"})
-        found = await self.clusters.resolve(ref)
-        if not found:
-            raise errors.NotFound(f"no cluster {ref}", details={"cluster": ref})
-        if len(found) > 1:
-            raise errors.BadRequest(f"cluster name {ref} is ambiguous; use its uuid", details={"cluster": found})
-        return found[0]
+        return await resolve_cluster(self.clusters, ref)
 
     async def _rpc(self, work: Any, cluster: str) -> Any:
         try:
@@ -185,13 +171,12 @@ class VolumesAPI:
         cluster = request.arg("cluster")
         uuid = await self._cluster(cluster) if cluster is not None else None
         state = request.arg("state")
-        page_size = parse_query(request, "page_size", _page_size, 100)
-        page = parse_query(request, "page", _page, 1)
+        page, page_size = pagination(request)
         items, total = await self.service.jobs.list(uuid, state, page_size, (page - 1) * page_size)
         return {"items": items, "page": page, "page_size": page_size, "total": total}
 
     async def delete_job(self, request: ApiRequest) -> Response:
-        keep = parse_query(request, "keep", _bool, False)
+        keep = parse_query(request, "keep", true_or_false, False)
         job_id = request.params["job_id"]
         try:
             job = await self.service.cleanup(job_id, keep, request.actor)
@@ -251,17 +236,3 @@ def _checked(body: Any, partial: bool) -> dict[str, Any]:
         raise errors.BadRequest("invalid configuration", details=e.problems) from None
     config.pop("cluster", None)
     return config
-
-
-def _page_size(value: str) -> int:
-    n = int(value)
-    if not 1 <= n <= 1000:
-        raise ValueError("must be between 1 and 1000")
-    return n
-
-
-def _page(value: str) -> int:
-    n = int(value)
-    if not 1 <= n <= 1_000_000:
-        raise ValueError("must be between 1 and 1000000")
-    return n
