@@ -53,9 +53,15 @@ class TokenStore:
         """The live token's id, name and role, or None."""
         if not token.startswith(PREFIX) or len(token) > 200:
             return None
+        # One round trip, and a write at most once a minute per token rather
+        # than on every request: last_used_at is for operators, not auditing.
         row = await self.db.fetchone(
-            "UPDATE api_tokens SET last_used_at = now() WHERE token_hash = %s AND revoked_at IS NULL"
-            " RETURNING id, name, role",
+            "WITH found AS (SELECT id, name, role, last_used_at FROM api_tokens"
+            "               WHERE token_hash = %s AND revoked_at IS NULL),"
+            " touched AS (UPDATE api_tokens t SET last_used_at = now() FROM found"
+            "             WHERE t.id = found.id AND (found.last_used_at IS NULL"
+            "                   OR found.last_used_at < now() - interval '1 minute'))"
+            " SELECT id, name, role FROM found",
             (hash_token(token),),
         )
         return None if row is None else {"id": int(row["id"]), "name": row["name"], "role": row["role"]}

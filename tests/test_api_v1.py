@@ -416,3 +416,14 @@ def test_assert_error_rejects_a_body_without_the_envelope() -> None:
     bad = HTTPResult(400, {"content-type": "application/json"}, json.dumps({"message": "x"}).encode())
     with pytest.raises(AssertionError):
         assert_error(bad, 400)
+
+
+@pytest_twisted.ensureDeferred
+async def test_token_use_is_recorded_but_not_written_on_every_request(region_stack: RegionStack) -> None:
+    first = await region_stack.request("GET", "/api/v1/clusters", token=region_stack.read_token)
+    assert first.status == 200
+    row = await region_stack.db.fetchone("SELECT last_used_at FROM api_tokens WHERE id = %s", (region_stack.read_token_id,))
+    assert row["last_used_at"] is not None
+    await region_stack.request("GET", "/api/v1/clusters", token=region_stack.read_token)
+    again = await region_stack.db.fetchone("SELECT last_used_at FROM api_tokens WHERE id = %s", (region_stack.read_token_id,))
+    assert again["last_used_at"] == row["last_used_at"]
