@@ -34,6 +34,10 @@ __all__ = [
     "PrepareVolumes",
     "CleanupVolumes",
     "ReconcileVolumes",
+    "INFRASTRUCTURE_ERRORS",
+    "CreateInfrastructure",
+    "DeleteInfrastructure",
+    "FindInfrastructure",
 ]
 
 #: Errors any MAAS-backed command may answer with.
@@ -271,3 +275,63 @@ class ReconcileVolumes(RPCCommand):
     arguments = [(b"tracked", Structure()), (b"clean", amp.Boolean())]
     response = [(b"orphans", Structure()), (b"cleaned", Structure())]
     errors = _VOLUME_ERRORS
+
+
+#: Errors every infrastructure command may answer with (Ignition's error classes).
+INFRASTRUCTURE_ERRORS = {
+    rpc_errors.InvalidInfrastructureTemplate: b"INVALID_TEMPLATE",
+    rpc_errors.InvalidInfrastructureRequest: b"INVALID_REQUEST",
+    rpc_errors.InfrastructureNotFound: b"INFRASTRUCTURE_NOT_FOUND",
+    rpc_errors.InfrastructureRequestNotFound: b"REQUEST_NOT_FOUND",
+    rpc_errors.TemporaryInfrastructureError: b"TEMPORARY",
+    rpc_errors.UnreachableDeploymentLocation: b"UNREACHABLE",
+    rpc_errors.InfrastructureError: b"INFRASTRUCTURE_ERROR",
+}
+
+
+class CreateInfrastructure(RPCCommand):
+    """
+    Start creating infrastructure with the driver for
+    ``deployment_location["type"]``.
+
+    `request` is ``{"template", "template_type", "system_properties",
+    "properties", "deployment_location"}`` (the Ignition create body, snake
+    case).  Answers as soon as the driver accepted it; the cluster then
+    monitors the task and reports its end through
+    `rpc.region.ReportInfrastructureTask`, journalled until the region
+    acknowledges it.
+
+    :since: 0.5
+    """
+
+    arguments = [(b"request", Structure())]
+    response = [(b"infrastructure_id", amp.Unicode()), (b"request_id", amp.Unicode())]
+    errors = INFRASTRUCTURE_ERRORS
+
+
+class DeleteInfrastructure(RPCCommand):
+    """
+    Start deleting infrastructure `infrastructure_id` at `deployment_location`.
+    Answers as soon as the driver accepted it; the end is reported as for
+    `CreateInfrastructure`.
+
+    :since: 0.5
+    """
+
+    arguments = [(b"infrastructure_id", amp.Unicode()), (b"deployment_location", Structure())]
+    response = [(b"infrastructure_id", amp.Unicode()), (b"request_id", amp.Unicode())]
+    errors = INFRASTRUCTURE_ERRORS
+
+
+class FindInfrastructure(RPCCommand):
+    """
+    Find existing infrastructure by instance name.  `request` is
+    ``{"template", "template_type", "instance_name", "deployment_location"}``.
+    Answers ``{"result": {"infrastructureId", "outputs"}}`` or ``{"result": None}``.
+
+    :since: 0.5
+    """
+
+    arguments = [(b"request", Structure())]
+    response = [(b"result", Structure(optional=True))]
+    errors = INFRASTRUCTURE_ERRORS

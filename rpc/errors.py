@@ -104,3 +104,38 @@ class RegistrationRequired(RPCError):
 
 class VolumeJobConflict(RPCError):
     """The volume job is already being prepared or cleaned up, or is in the wrong state for this."""
+
+
+# -- Infrastructure (the Ignition VIM driver contract, seed 003) ---------------
+#
+# Drivers raise these; they cross the wire under the names in
+# `rpc.cluster.INFRASTRUCTURE_ERRORS`, and the region maps each to Ignition's
+# HTTP status (`regiond.infrastructure.api`).
+
+
+class InfrastructureError(RPCError):
+    """General infrastructure failure (Ignition's InfrastructureError, HTTP 500)."""
+
+
+class InvalidInfrastructureTemplate(InfrastructureError):
+    """The template is not valid for the driver (HTTP 400)."""
+
+
+class InvalidInfrastructureRequest(InfrastructureError):
+    """The request cannot be handled as given, e.g. an unknown location type (HTTP 400)."""
+
+
+class InfrastructureNotFound(InfrastructureError):
+    """No infrastructure with that id at the location (HTTP 400)."""
+
+
+class InfrastructureRequestNotFound(InfrastructureError):
+    """No request with that id for the infrastructure (HTTP 400)."""
+
+
+class TemporaryInfrastructureError(InfrastructureError):
+    """The location cannot take the request now; try again later (HTTP 503; monitoring requeues)."""
+
+
+class UnreachableDeploymentLocation(InfrastructureError):
+    """The deployment location cannot be reached (HTTP 400; monitoring requeues)."""

@@ -12,7 +12,7 @@ from rpc import errors as rpc_errors
 from rpc.arguments import UUID, Structure
 from rpc.common import Authenticate, Identify, Ping, RPCCommand
 
-__all__ = ["Authenticate", "Identify", "Ping", "RegisterCluster", "GetRegionEndpoints", "ReportPowerOutcome", "ReportEvent", "ReportVolumeState", "ReportVolumeJob", "GetTrackedVolumeJobs"]
+__all__ = ["Authenticate", "Identify", "Ping", "RegisterCluster", "GetRegionEndpoints", "ReportPowerOutcome", "ReportEvent", "ReportVolumeState", "ReportVolumeJob", "GetTrackedVolumeJobs", "ReportInfrastructureTask"]
 
 
 class RegisterCluster(RPCCommand):
@@ -140,4 +140,26 @@ class GetTrackedVolumeJobs(RPCCommand):
 
     arguments: list = []
     response = [(b"job_ids", Structure()), (b"busy", Structure())]
+    errors = {rpc_errors.RegistrationRequired: b"REGISTRATION_REQUIRED"}
+
+
+class ReportInfrastructureTask(RPCCommand):
+    """
+    An infrastructure task ended (COMPLETE or FAILED).
+
+    `task` is Ignition's task event ``{"requestId", "infrastructureId",
+    "status", "failureDetails"?, "outputs"?}``; `operation` is ``create`` or
+    ``delete``; `deployment_location` is the location it ran at.  A plain
+    answer is the acknowledgement: the cluster forgets the report only then.
+    Reports are at-least-once; the region de-duplicates by request id.
+
+    :since: 0.5
+    """
+
+    arguments = [
+        (b"task", Structure()),
+        (b"operation", amp.Unicode()),
+        (b"deployment_location", Structure()),
+    ]
+    response: list = []
     errors = {rpc_errors.RegistrationRequired: b"REGISTRATION_REQUIRED"}

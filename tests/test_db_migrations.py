@@ -26,6 +26,8 @@ _TABLES = {
     "cloudstack_configs",
     "clusters",
     "events",
+    "infrastructure_requests",
+    "infrastructures",
     "maas_syncs",
     "machines",
     "region_processes",
@@ -33,6 +35,7 @@ _TABLES = {
     "schema_migrations",
     "volume_jobs",
     "volumes",
+    "webhook_cursors",
 }
 
 

@@ -6,7 +6,13 @@ drive dispatch, authentication and the OpenAPI document, so the document
 cannot drift from what is served.  Handlers are coroutines taking an
 `ApiRequest` and returning a `Response` (or a JSON-able value for 200).  A
 `Response` with a `content_type` carries raw bytes written as they are (e.g.
-``/metrics`` in Prometheus's text format).
+``/metrics`` in Prometheus's text format).  A `Stream` is a response written
+over time (server-sent events): its `run` gets a `StreamWriter` and the
+response ends when `run` returns or the client goes away.
+
+Errors are ``{"error": {code, message, details}}`` unless the route names an
+`ErrorBody` of its own, as the peer-compatible routes do (their peers'
+shapes), for every error on that route, authentication included.
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ from twisted.web.server import NOT_DONE_YET, Request
 from regiond.api import errors
 from regiond.tokens import ADMIN
 
-__all__ = ["Route", "Response", "ApiRequest", "ApiResource", "Authenticator", "MAX_BODY", "parse_query"]
+__all__ = [
+    "Route", "Response", "Stream", "StreamWriter", "ErrorBody", "ApiRequest", "ApiResource", "Authenticator", "MAX_BODY",
+    "parse_query",
+]
 
 log = Logger()
 
@@ -47,6 +56,34 @@ class Response:
     headers: Mapping[str, str] = attrs.field(factory=dict)
     #: None: `body` is JSON-encoded; otherwise `body` is bytes, sent as they are with this type.
     content_type: str | None = None
+
+
+class StreamWriter:
+    """What a `Stream` writes to: bytes out, and whether the client is still there."""
+
+    def __init__(self, request: Request, gone: Deferred[None]) -> None:
+        self._request = request
+        #: Fires (with None) when the client disconnects or the response ends.
+        self.gone = gone
+        self.closed = False
+        gone.addCallback(lambda _: setattr(self, "closed", True))
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self._request.write(data)
+
+
+@attrs.frozen
+class Stream:
+    """A response written over time; `run` returns when it is complete."""
+
+    run: Callable[[StreamWriter], Awaitable[None]]
+    content_type: str = "text/event-stream"
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+
+
+#: Renders an error on a route as its peer does: (status, message, details) → JSON body.
+ErrorBody = Callable[[int, str, Any], Any]
 
 
 @attrs.frozen
@@ -106,6 +143,8 @@ class Route:
     tags: Sequence[str] = ()
     #: Name of the security scheme a route with role None checks itself (e.g. a webhook signature).
     security_scheme: str | None = None
+    #: How this route's errors look; None: Outpost's ``{"error": {...}}``.
+    error_body: ErrorBody | None = None
     pattern: re.Pattern[str] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -204,14 +243,21 @@ class ApiResource(Resource):
                 token=token,
             )
             result = await route.handler(api_request)
+            if isinstance(result, Stream):
+                await self._stream(request, route, result, started)
+                return
             response = result if isinstance(result, Response) else Response(result)
         except errors.ApiError as e:
-            response = Response(e.body(), e.status, e.headers)
+            body = e.body() if route is None or route.error_body is None else route.error_body(e.status, e.message, e.details)
+            response = Response(body, e.status, e.headers)
         except Exception:
             reference = f"{_HOST}:{os.getpid()}:{id(request):x}"
             log.failure("Unhandled error serving {method} {path}, reference {reference}", Failure(), method=method, path=path, reference=reference)
+            message = f"internal error, reference {reference}"
             response = Response(
-                {"error": {"code": "internal_error", "message": f"internal error, reference {reference}", "details": {}}},
+                {"error": {"code": "internal_error", "message": message, "details": {}}}
+                if route is None or route.error_body is None
+                else route.error_body(500, message, {}),
                 500,
             )
         if self._observer is not None:
@@ -234,6 +280,28 @@ class ApiResource(Resource):
             else:
                 request.write(json.dumps(response.body, separators=(",", ":")).encode("utf-8"))
         request.finish()
+
+    async def _stream(self, request: Request, route: Route, stream: Stream, started: float) -> None:
+        if self._observer is not None:
+            self._observer(route, route.method, 200)
+        if self._metrics is not None:
+            # Time to the start of the stream: a stream's whole life is not a latency.
+            self._metrics.observe(route.template, route.method, 200, self._metrics.clock.seconds() - started)
+        gone: Deferred[None] = Deferred()
+        request.notifyFinish().addBoth(lambda _: gone.called or gone.callback(None))
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", stream.content_type.encode("latin-1"))
+        request.setHeader(b"Cache-Control", b"no-store")
+        for name, value in stream.headers.items():
+            request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+        writer = StreamWriter(request, gone)
+        try:
+            await stream.run(writer)
+        except Exception:
+            log.failure("Stream {path} failed", Failure(), path=route.template)
+        if not writer.closed:
+            gone.callback(None)
+            request.finish()
 
     async def _check_auth(self, route: Route, request: Request) -> dict[str, Any] | None:
         if route.role is None:

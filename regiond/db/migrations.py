@@ -177,10 +177,69 @@ CREATE TABLE volumes (
 );
 """
 
+_INFRASTRUCTURE = """
+-- Infrastructure created through the Ignition-compatible API, per cluster
+-- (a driver's ids are only unique at its location).
+CREATE TABLE infrastructures (
+    cluster_uuid uuid NOT NULL REFERENCES clusters(uuid) ON DELETE CASCADE,
+    id text NOT NULL,
+    location_name text NOT NULL,
+    location_type text NOT NULL DEFAULT '',
+    instance_name text NOT NULL DEFAULT '',
+    template_type text NOT NULL DEFAULT '',
+    template_sha256 text NOT NULL DEFAULT '',
+    state text NOT NULL CHECK (state IN ('creating', 'created', 'create_failed', 'deleting', 'deleted', 'delete_failed')),
+    outputs jsonb,
+    created_by text NOT NULL DEFAULT '',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (cluster_uuid, id)
+);
+
+-- Each create or delete request; completions are de-duplicated by request id.
+CREATE TABLE infrastructure_requests (
+    cluster_uuid uuid NOT NULL,
+    request_id text NOT NULL,
+    infrastructure_id text NOT NULL,
+    operation text NOT NULL CHECK (operation IN ('create', 'delete')),
+    status text NOT NULL CHECK (status IN ('IN_PROGRESS', 'COMPLETE', 'FAILED')),
+    failure_code text,
+    failure_description text,
+    outputs jsonb,
+    actor text NOT NULL DEFAULT '',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    completed_at timestamptz,
+    PRIMARY KEY (cluster_uuid, request_id),
+    FOREIGN KEY (cluster_uuid, infrastructure_id) REFERENCES infrastructures (cluster_uuid, id) ON DELETE CASCADE
+);
+CREATE INDEX infrastructure_requests_infrastructure_idx ON infrastructure_requests (cluster_uuid, infrastructure_id);
+
+-- Every statement that adds events wakes the event streams of every region
+-- process (one notification per statement, however many rows: listeners
+-- read everything after their cursor).
+CREATE FUNCTION outpost_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('outpost_events', '');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER events_notify AFTER INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION outpost_events_notify();
+
+-- How far each configured webhook has been delivered in the event log.
+CREATE TABLE webhook_cursors (
+    url text PRIMARY KEY,
+    after_id bigint NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    last_error text NOT NULL DEFAULT '',
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _INITIAL),
     Migration(2, "machines", _MACHINES),
     Migration(3, "volumes", _VOLUMES),
+    Migration(4, "infrastructure", _INFRASTRUCTURE),
 ]
 
 _CREATE_VERSION_TABLE = """
