@@ -19,6 +19,18 @@ Example::
         api_key: ...
         secret_key: ...
         job_duration: 1.0
+      vim:                             # a simulated VIM here; the simulated driver is pointed at it
+        listen: tcp:0:interface=127.0.0.1
+        create_duration: 2.0           # seconds an infrastructure takes to create
+        delete_duration: 1.0           # ... and to delete
+        capacity: null                 # at most this many live infrastructures (null: no limit)
+    infrastructure:                    # Ignition-style infrastructure work (see clusterd.infrastructure)
+      drivers:                         # per deploymentLocation.type: that driver's settings
+        simulated: {url: http://127.0.0.1:8092/}   # a VIM elsewhere; with simulate.vim leave url out
+        maas: {}                       # types not listed get {}; a site's own plugins are configured here too
+      monitor:
+        interval: 1.0                  # first poll of an accepted task after this many seconds,
+        max_interval: 30.0             # then doubling up to this; reports to the region retry alike
     volumes:
       mount_root: /mnt/migration
       orphans: report                  # job volumes the region does not track, found at start: report or clean
@@ -35,6 +47,7 @@ from typing import Any
 
 import attrs
 
+from clusterd.infrastructure.registry import LOCATION_TYPE
 from clusterd.maas.config import MAASConfig, parse_maas_config
 from outpost.config import (
     ConfigError,
@@ -102,6 +115,54 @@ class SimulatedCloudStack:
 
 
 @attrs.frozen
+class SimulatedVIM:
+    listen: str = "tcp:0:interface=127.0.0.1"
+    create_duration: float = 2.0
+    delete_duration: float = 1.0
+    #: At most this many live infrastructures (None: no limit); creates beyond it fail INSUFFICIENT_CAPACITY.
+    capacity: int | None = None
+
+
+@attrs.frozen
+class InfrastructureConfig:
+    #: Location type -> that driver's settings (its `DriverContext.config`).
+    drivers: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    #: Seconds to the first poll of an accepted task (and to the first report retry), doubled up to `max_interval`.
+    interval: float = 1.0
+    max_interval: float = 30.0
+
+
+def _driver_settings(value: Any) -> dict[str, dict[str, Any]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a mapping of location type to settings, not {type(value).__name__}")
+    settings, bad = {}, []
+    for name, options in value.items():
+        if not isinstance(name, str) or not LOCATION_TYPE.fullmatch(name):
+            bad.append(f"{name!r} is not a location type (1-64 letters, digits, '.', '_' or '-')")
+        elif options is not None and not isinstance(options, dict):
+            bad.append(f"{name}: settings must be a mapping, not {type(options).__name__}")
+        else:
+            settings[name] = dict(options or {})
+    if bad:
+        raise ValueError("; ".join(bad))
+    return settings
+
+
+def _poll_seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.01 <= value <= 3600:
+        raise ValueError(f"must be a number of seconds from 0.01 to 3600, not {value!r}")
+    return float(value)
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 86400:
+        raise ValueError(f"must be a number of seconds from 0 to 86400, not {value!r}")
+    return float(value)
+
+
+@attrs.frozen
 class ClusterConfig:
     regions: tuple[str, ...]
     name: str = attrs.field(factory=default_name)
@@ -117,6 +178,9 @@ class ClusterConfig:
     orphans: str = "report"
     #: Server endpoint of a small listener serving GET /metrics; None: no listener.
     metrics_listen: str | None = None
+    infrastructure: InfrastructureConfig = attrs.field(factory=InfrastructureConfig)
+    #: A simulated VIM in this process, which the ``simulated`` driver is pointed at.
+    simulate_vim: SimulatedVIM | None = None
 
     @property
     def secret_path(self) -> Path:
@@ -144,6 +208,7 @@ def load_config(text: str, overrides: dict[str, Any] | None = None) -> ClusterCo
             Field("simulate", lambda v: v, None),
             Field("volumes", lambda v: v, None),
             Field("metrics", lambda v: v, None),
+            Field("infrastructure", lambda v: v, None),
         ],
         problems,
     )
@@ -151,7 +216,8 @@ def load_config(text: str, overrides: dict[str, Any] | None = None) -> ClusterCo
     simulate_maas = None
     simulate = load_section(
         values["simulate"], "simulate",
-        [Field("maas", lambda v: v, None), Field("cloudstack", lambda v: v, None), Field("devices", boolean, False)], problems,
+        [Field("maas", lambda v: v, None), Field("cloudstack", lambda v: v, None), Field("devices", boolean, False),
+         Field("vim", lambda v: v, None)], problems,
     )
     simulate_cloudstack = None
     if simulate["cloudstack"] is not None:
@@ -168,6 +234,7 @@ def load_config(text: str, overrides: dict[str, Any] | None = None) -> ClusterCo
         [Field("mount_root", _absolute_dir, "/mnt/migration"), Field("orphans", _orphan_policy, "report")], problems,
     )
     metrics = load_section(values["metrics"], "metrics", [Field("listen", optional(server_endpoint), None)], problems)
+    infrastructure, simulate_vim = _infrastructure(values["infrastructure"], simulate["vim"], problems)
     if simulate["maas"] is not None:
         sim = load_section(
             simulate["maas"] if simulate["maas"] is not True else {},
@@ -193,4 +260,33 @@ def load_config(text: str, overrides: dict[str, Any] | None = None) -> ClusterCo
         orphans=volumes["orphans"],
         simulate_devices=simulate["devices"],
         metrics_listen=metrics["listen"],
+        infrastructure=infrastructure,
+        simulate_vim=simulate_vim,
     )
+
+
+def _infrastructure(section: Any, vim: Any, problems: list[str]) -> tuple[InfrastructureConfig, SimulatedVIM | None]:
+    """The ``infrastructure:`` section and ``simulate.vim``."""
+    values = load_section(
+        section, "infrastructure", [Field("drivers", _driver_settings, {}), Field("monitor", lambda v: v, None)], problems
+    )
+    monitor = load_section(
+        values["monitor"], "infrastructure.monitor",
+        [Field("interval", _poll_seconds, 1.0), Field("max_interval", _poll_seconds, 30.0)], problems,
+    )
+    if monitor["interval"] > monitor["max_interval"]:
+        problems.append(f"infrastructure.monitor.interval: must not be above max_interval ({monitor['max_interval']:g})")
+    simulate_vim = None
+    if vim is not None and vim is not False:
+        sim = load_section(
+            vim if vim is not True else {}, "simulate.vim",
+            [Field("listen", server_endpoint, "tcp:0:interface=127.0.0.1"), Field("create_duration", _duration, 2.0),
+             Field("delete_duration", _duration, 1.0), Field("capacity", optional(int_between(0, 1_000_000)), None)],
+            problems,
+        )
+        simulate_vim = SimulatedVIM(**sim)
+        if "url" in values["drivers"].get("simulated", {}):
+            problems.append("simulate.vim: the simulated driver uses a simulated VIM here or the one at "
+                            "infrastructure.drivers.simulated.url, not both")
+    config = InfrastructureConfig(drivers=values["drivers"], interval=monitor["interval"], max_interval=monitor["max_interval"])
+    return config, simulate_vim

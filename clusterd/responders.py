@@ -7,6 +7,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.protocols import amp
 
+from clusterd.infrastructure.work import InfrastructureWork
 from clusterd.machines import MachineWork
 from clusterd.volumes.work import VolumeWork
 from rpc import cluster as commands
@@ -19,9 +20,12 @@ def _run(coroutine: Any) -> Deferred[Any]:
 
 
 class ClusterResponders(amp.CommandLocator):
-    def __init__(self, machines: MachineWork, volumes: VolumeWork | None = None) -> None:
+    def __init__(
+        self, machines: MachineWork, volumes: VolumeWork | None = None, infrastructure: InfrastructureWork | None = None
+    ) -> None:
         self._machines = machines
         self._volumes = volumes
+        self._infrastructure = infrastructure
 
     def _volume_work(self) -> VolumeWork:
         if self._volumes is None:
@@ -29,6 +33,25 @@ class ClusterResponders(amp.CommandLocator):
 
             raise IntegrationNotConfigured("this cluster does no volume work")
         return self._volumes
+
+    def _infrastructure_work(self) -> InfrastructureWork:
+        if self._infrastructure is None:
+            from rpc.errors import InvalidInfrastructureRequest
+
+            raise InvalidInfrastructureRequest("this cluster does no infrastructure work")
+        return self._infrastructure
+
+    @commands.CreateInfrastructure.responder
+    def create_infrastructure(self, request: Any) -> Deferred[Any]:
+        return _run(self._infrastructure_work().create(request))
+
+    @commands.DeleteInfrastructure.responder
+    def delete_infrastructure(self, infrastructure_id: str, deployment_location: Any) -> Deferred[Any]:
+        return _run(self._infrastructure_work().delete(infrastructure_id, deployment_location))
+
+    @commands.FindInfrastructure.responder
+    def find_infrastructure(self, request: Any) -> Deferred[Any]:
+        return _run(self._infrastructure_work().find(request))
 
     @commands.ConfigureCloudStack.responder
     def configure_cloudstack(self, configuration: Any) -> Deferred[Any]:

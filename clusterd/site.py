@@ -1,7 +1,9 @@
 """
 The cluster's site integrations, brought up once the daemon starts: this
 site's MAAS client (or a simulated MAAS in this process, for ``make run``
-and demos), handed to the machine work the responders use.
+and demos), handed to the machine work the responders use; and, when
+configured, simulated CloudStack and VIM services in this process (the
+VIM's URL is given to the ``simulated`` infrastructure driver).
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ class SiteService(Service):
     volumes: VolumeWork | None = None
     #: Counts the MAAS client's calls (outpost.metrics.ExternalCallMetrics); None records nothing.
     external_metrics: Any = attrs.field(default=None, repr=False)
+    #: The cluster's `clusterd.infrastructure.work.InfrastructureWork`: a simulated VIM is given to its ``simulated`` driver.
+    infrastructure: Any = attrs.field(default=None, repr=False)
+    _vim: Any = attrs.field(init=False, default=None, repr=False)
     _simulator: Any = attrs.field(init=False, default=None, repr=False)
     _cloudstack: Any = attrs.field(init=False, default=None, repr=False)
     _started: Deferred[None] | None = attrs.field(init=False, default=None, repr=False)
@@ -81,6 +86,8 @@ class SiteService(Service):
     async def _start(self) -> None:
         if self.config.simulate_cloudstack is not None and self.volumes is not None:
             await self._simulate_cloudstack()
+        if self.config.simulate_vim is not None and self.infrastructure is not None:
+            await self._simulate_vim()
         if self.config.simulate_maas is not None:
             from simulators.maas.faults import Durations
             from simulators.maas.web import simulator_url, start_maas_simulator
@@ -114,6 +121,21 @@ class SiteService(Service):
         log.info("Simulated CloudStack at {url} (give the region this URL and keys as the cluster's configuration)",
                  url=simulator_url(port))
 
+    async def _simulate_vim(self) -> None:
+        from simulators.vim import simulator_url, start_vim_simulator
+
+        sim = self.config.simulate_vim
+        assert sim is not None
+        port, simulator = await start_vim_simulator(
+            self.reactor, listen=sim.listen, create_duration=sim.create_duration, delete_duration=sim.delete_duration,
+            capacity=sim.capacity,
+        )
+        self._vim = (port, simulator)
+        url = simulator_url(port)
+        registry = self.infrastructure.registry
+        registry.configure("simulated", {**registry.configs.get("simulated", {}), "url": url})
+        log.info("Simulated VIM at {url} (deployment locations of type simulated use it)", url=url)
+
     def _use(self, client: MAASClient) -> None:
         client.metrics = self.external_metrics
         self.machines.client = client
@@ -139,6 +161,11 @@ class SiteService(Service):
             self._simulator = None
         if self.volumes is not None:
             await self.volumes.configure(None)
+        if self._vim is not None:
+            from simulators.vim import stop_vim_simulator
+
+            await stop_vim_simulator(*self._vim)
+            self._vim = None
         if self._cloudstack is not None:
             from simulators.cloudstack import stop_cloudstack_simulator
 

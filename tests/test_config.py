@@ -222,6 +222,93 @@ def test_cluster_bad_overrides_are_reported_like_file_values() -> None:
     assert keys(problems) == {"name", "colour"}
 
 
+# -- cluster: infrastructure -------------------------------------------------------------
+
+
+def test_cluster_infrastructure_defaults_to_no_driver_settings_and_the_usual_backoff() -> None:
+    config = cluster_config.load_config("regions: [http://r/]\ninfrastructure:\nsimulate: {}\n")
+    assert config.infrastructure == cluster_config.InfrastructureConfig(drivers={}, interval=1.0, max_interval=30.0)
+    assert config.simulate_vim is None
+
+
+def test_cluster_infrastructure_every_key_is_read() -> None:
+    config = cluster_config.load_config(
+        "regions: [http://r/]\n"
+        "infrastructure:\n"
+        "  drivers:\n"
+        "    simulated: {url: 'http://127.0.0.1:8092/'}\n"
+        "    maas:\n"
+        "    acme.vim_2: {region: north, retries: 3}\n"
+        "  monitor: {interval: 0.5, max_interval: 10}\n"
+    )
+    assert config.infrastructure.drivers == {
+        "simulated": {"url": "http://127.0.0.1:8092/"}, "maas": {}, "acme.vim_2": {"region": "north", "retries": 3}}
+    assert (config.infrastructure.interval, config.infrastructure.max_interval) == (0.5, 10.0)
+
+
+def test_cluster_simulate_vim_is_read_and_true_means_the_defaults() -> None:
+    config = cluster_config.load_config(
+        "regions: [http://r/]\nsimulate:\n  vim: {listen: 'tcp:8092:interface=127.0.0.1', create_duration: 0, "
+        "delete_duration: 0.5, capacity: 3}\n"
+    )
+    assert config.simulate_vim == cluster_config.SimulatedVIM("tcp:8092:interface=127.0.0.1", 0.0, 0.5, 3)
+    defaults = cluster_config.load_config("regions: [http://r/]\nsimulate: {vim: true}\n")
+    assert defaults.simulate_vim == cluster_config.SimulatedVIM()
+    assert cluster_config.load_config("regions: [http://r/]\nsimulate: {vim: false}\n").simulate_vim is None
+
+
+def test_cluster_infrastructure_problems_are_all_reported_under_their_keys() -> None:
+    text = (
+        "regions: [http://r/]\n"
+        "infrastructure:\n"
+        "  drivers: {simulated: {url: 'http://x/'}, 'has space': {}, maas: [1]}\n"
+        "  monitor: {interval: 0, max_interval: .inf, jitter: 1}\n"
+        "  colour: blue\n"
+        "simulate:\n"
+        "  vim: {listen: nowhere, create_duration: -1, delete_duration: x, capacity: -2, seed: 1}\n"
+    )
+    problems = problems_of(lambda: cluster_config.load_config(text))
+    assert keys(problems) == {
+        "infrastructure.drivers", "infrastructure.monitor.interval", "infrastructure.monitor.max_interval",
+        "infrastructure.monitor.jitter", "infrastructure.colour", "simulate.vim.listen", "simulate.vim.create_duration",
+        "simulate.vim.delete_duration", "simulate.vim.capacity", "simulate.vim.seed",
+    }
+    drivers = next(p for p in problems if p.startswith("infrastructure.drivers"))
+    assert "'has space' is not a location type" in drivers and "maas: settings must be a mapping" in drivers
+
+
+def test_cluster_the_first_poll_interval_must_not_exceed_the_cap() -> None:
+    problems = problems_of(lambda: cluster_config.load_config(
+        "regions: [http://r/]\ninfrastructure: {monitor: {interval: 60, max_interval: 30}}\n"))
+    assert problems == ["infrastructure.monitor.interval: must not be above max_interval (30)"]
+
+
+def test_cluster_a_simulated_vim_and_a_simulated_driver_url_do_not_go_together() -> None:
+    text = "regions: [http://r/]\nsimulate: {vim: true}\ninfrastructure: {drivers: {simulated: {url: 'http://x/'}}}\n"
+    assert keys(problems_of(lambda: cluster_config.load_config(text))) == {"simulate.vim"}
+    other = "regions: [http://r/]\nsimulate: {vim: true}\ninfrastructure: {drivers: {simulated: {timeout: 5}}}\n"
+    assert cluster_config.load_config(other).infrastructure.drivers == {"simulated": {"timeout": 5}}
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=10), st.just("http://vim/"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(drivers=st.dictionaries(st.text(max_size=12) | st.integers(), st.none() | st.dictionaries(st.text(max_size=5), _values, max_size=3)
+                               | _values, max_size=4),
+       monitor=st.dictionaries(st.sampled_from(["interval", "max_interval", "x"]), _values, max_size=3))
+def test_any_infrastructure_section_gives_a_config_or_config_error(drivers: dict[Any, Any], monitor: dict[str, Any]) -> None:
+    data = {"regions": ["http://r/"], "infrastructure": {"drivers": drivers, "monitor": monitor}}
+    outcome = config_or_problems(lambda: cluster_config.load_config(yaml.safe_dump(data)))
+    if isinstance(outcome, cluster_config.ClusterConfig):
+        infrastructure = outcome.infrastructure
+        assert all(isinstance(name, str) and isinstance(settings_, dict) for name, settings_ in infrastructure.drivers.items())
+        assert 0 < infrastructure.interval <= infrastructure.max_interval <= 3600
+    else:
+        assert keys(outcome) <= {"infrastructure.drivers", "infrastructure.monitor.interval", "infrastructure.monitor.max_interval",
+                                 "infrastructure.monitor.x"}
+
+
 # -- YAML itself --------------------------------------------------------------------------
 
 LOADERS = {

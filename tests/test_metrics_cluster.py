@@ -170,3 +170,32 @@ def test_metrics_flag_needs_an_endpoint(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="metrics.listen"):
         _options(tmp_path, "--metrics", "not-an-endpoint")
+
+
+def test_the_journal_gauges_count_undelivered_reports_and_monitored_tasks(tmp_path: Path) -> None:
+    from clusterd.infrastructure.driver import DriverContext
+    from clusterd.infrastructure.journal import Completion, Journal, Watched
+    from clusterd.infrastructure.registry import DriverRegistry
+    from clusterd.infrastructure.work import InfrastructureWork
+
+    location = {"name": "site-1", "type": "none-installed"}
+    journal = Journal.open(tmp_path / "infrastructure")
+    for n in range(3):
+        journal.watch(Watched(f"r{n}", f"i{n}", "create", location))
+    for n in range(2):
+        journal.complete(Completion(f"r{n}", f"i{n}", "create", location, {"requestId": f"r{n}", "status": "COMPLETE"}))
+    clock = Clock()
+    work = InfrastructureWork(clock, DriverRegistry(DriverContext(clock, {}, tmp_path / "drivers")), tmp_path / "infrastructure",
+                              region=lambda: None)
+
+    class Connector:
+        live: set[Any] = set()
+
+    metrics = Metrics.create(clock)
+    metrics.add_collector(lambda: cluster_tap._cluster_gauges(Connector(), work))  # type: ignore[arg-type]
+    assert metrics.registry.get_sample_value("outpost_cluster_journal_undelivered") == 0, "nothing loaded before start"
+    assert work.journal.undelivered_count == 2  # loaded at start (or by the first call)
+    assert metrics.registry.get_sample_value("outpost_cluster_journal_undelivered") == 2
+    assert metrics.registry.get_sample_value("outpost_cluster_infrastructure_tasks_monitored") == 1
+    work.journal.acknowledge("r0")
+    assert metrics.registry.get_sample_value("outpost_cluster_journal_undelivered") == 1, "read at scrape time"

@@ -1,0 +1,257 @@
+"""
+The cluster's infrastructure journal: what must survive a restart.
+
+Two things are kept, in one JSON file (``<state_dir>/journal.json``):
+
+- the tasks being monitored, recorded *before* the region is told a
+  create or delete was accepted, so a restarted cluster polls them again;
+- the completions the region has not yet acknowledged, kept until it does,
+  so a report lost to a disconnect or a restart is sent again.
+
+Every change is written at once and atomically (a temporary file, fsync,
+rename, fsync of the directory), with mode 0600: after a crash the file is
+the state before or after the change, never half of it.  A file that cannot
+be read back (not JSON, wrong shape, bad entries) is moved aside with a
+logged error and the cluster starts from what could be read, rather than not
+starting at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import attrs
+from twisted.logger import Logger
+
+from clusterd.errors import ClusterError
+
+__all__ = ["Journal", "JournalError", "Watched", "Completion", "JOURNAL_NAME", "OPERATIONS"]
+
+log = Logger()
+
+JOURNAL_NAME = "journal.json"
+VERSION = 1
+OPERATIONS = ("create", "delete")
+
+
+class JournalError(ClusterError):
+    """The journal could not be written; the change is kept in memory and written with the next one."""
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a non-empty string, not {value!r}")
+    return value
+
+
+def _operation(value: Any) -> str:
+    if value not in OPERATIONS:
+        raise ValueError(f"operation must be create or delete, not {value!r}")
+    return str(value)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a mapping, not {value!r}")
+    return value
+
+
+@attrs.frozen
+class Watched:
+    """A create or delete the driver accepted, being polled until it ends."""
+
+    request_id: str = attrs.field(validator=lambda _, __, v: _text(v))
+    infrastructure_id: str = attrs.field(validator=lambda _, __, v: _text(v))
+    operation: str = attrs.field(validator=lambda _, __, v: _operation(v))
+    deployment_location: dict[str, Any] = attrs.field(validator=lambda _, __, v: _mapping(v))
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Watched":
+        data = _mapping(data)
+        return cls(data.get("request_id"), data.get("infrastructure_id"), data.get("operation"), data.get("deployment_location"))
+
+
+@attrs.frozen
+class Completion:
+    """How a task ended (Ignition's task event in `task`), waiting for the region's acknowledgement."""
+
+    request_id: str = attrs.field(validator=lambda _, __, v: _text(v))
+    infrastructure_id: str = attrs.field(validator=lambda _, __, v: _text(v))
+    operation: str = attrs.field(validator=lambda _, __, v: _operation(v))
+    deployment_location: dict[str, Any] = attrs.field(validator=lambda _, __, v: _mapping(v))
+    task: dict[str, Any] = attrs.field(validator=lambda _, __, v: _mapping(v))
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Completion":
+        data = _mapping(data)
+        return cls(
+            data.get("request_id"), data.get("infrastructure_id"), data.get("operation"), data.get("deployment_location"),
+            data.get("task"),
+        )
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+@attrs.define(eq=False)
+class Journal:
+    """The monitored tasks and unacknowledged completions, in memory and in `path`."""
+
+    path: Path
+    _watched: dict[str, Watched] = attrs.field(factory=dict)
+    _undelivered: dict[str, Completion] = attrs.field(factory=dict)
+
+    @classmethod
+    def open(cls, directory: Path) -> "Journal":
+        """The journal in `directory` (made with mode 0700 if missing); empty if there is none yet."""
+        directory = Path(directory)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        journal = cls(directory / JOURNAL_NAME)
+        journal._load()
+        return journal
+
+    # -- reading -------------------------------------------------------------
+
+    def _load(self) -> None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            self._move_aside(f"cannot be read ({e.strerror or e}); starting with an empty journal")
+            return
+        problems: list[str] = []
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or data.get("version") != VERSION:
+                raise ValueError(f"not a version {VERSION} journal")
+            watched, undelivered = data.get("monitored", []), data.get("undelivered", [])
+            if not isinstance(watched, list) or not isinstance(undelivered, list):
+                raise ValueError("monitored and undelivered must be lists")
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            self._move_aside(f"unreadable ({e}); starting with an empty journal")
+            return
+        for index, entry in enumerate(watched):
+            try:
+                item = Watched.from_json(entry)
+                self._watched[item.request_id] = item
+            except (ValueError, TypeError) as e:
+                problems.append(f"monitored[{index}]: {e}")
+        for index, entry in enumerate(undelivered):
+            try:
+                done = Completion.from_json(entry)
+                self._undelivered[done.request_id] = done
+            except (ValueError, TypeError) as e:
+                problems.append(f"undelivered[{index}]: {e}")
+        for request_id in set(self._watched) & set(self._undelivered):
+            del self._watched[request_id]  # it ended; only its report is left to send
+        if problems:
+            self._move_aside("has bad entries, which were dropped: " + "; ".join(problems))
+            self._save_quietly()
+
+    def _move_aside(self, why: str) -> None:
+        aside = self.path.with_name(self.path.name + ".corrupt")
+        n = 0
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.corrupt.{n}")
+        try:
+            os.replace(self.path, aside)
+        except OSError as e:
+            log.error("Infrastructure journal {path} {why}; it could not be moved aside: {error}", path=str(self.path), why=why,
+                      error=str(e))
+            return
+        log.error("Infrastructure journal {path} {why}; the file was moved to {aside}", path=str(self.path), why=why,
+                  aside=str(aside))
+
+    # -- what is in it -------------------------------------------------------
+
+    @property
+    def watched(self) -> tuple[Watched, ...]:
+        return tuple(self._watched.values())
+
+    @property
+    def undelivered(self) -> tuple[Completion, ...]:
+        return tuple(self._undelivered.values())
+
+    @property
+    def monitored_count(self) -> int:
+        return len(self._watched)
+
+    @property
+    def undelivered_count(self) -> int:
+        return len(self._undelivered)
+
+    def is_watched(self, request_id: str) -> bool:
+        return request_id in self._watched
+
+    # -- changes: each is in memory at once and on disk before it returns ------
+
+    def watch(self, task: Watched) -> None:
+        """Record a task to monitor; raises `JournalError` if it could not be written (it stays in memory)."""
+        self._watched[task.request_id] = task
+        self._save()
+
+    def complete(self, completion: Completion) -> None:
+        """A monitored task ended: swap it for its completion, to deliver (one atomic write)."""
+        self._watched.pop(completion.request_id, None)
+        self._undelivered[completion.request_id] = completion
+        self._save()
+
+    def acknowledge(self, request_id: str) -> bool:
+        """The region acknowledged the completion of `request_id`: forget it. False if it was not there."""
+        if self._undelivered.pop(request_id, None) is None:
+            return False
+        self._save()
+        return True
+
+    def _document(self) -> dict[str, Any]:
+        return {
+            "version": VERSION,
+            "monitored": [w.to_json() for w in self._watched.values()],
+            "undelivered": [c.to_json() for c in self._undelivered.values()],
+        }
+
+    def _save(self) -> None:
+        data = json.dumps(self._document(), indent=1, sort_keys=True).encode()
+        try:
+            _write_atomically(self.path, data)
+        except OSError as e:
+            log.error("Could not write the infrastructure journal {path}: {error}", path=str(self.path), error=str(e))
+            raise JournalError(f"could not write the infrastructure journal {self.path}: {e.strerror or e}") from None
+
+    def _save_quietly(self) -> None:
+        try:
+            self._save()
+        except JournalError:
+            pass
+
