@@ -226,7 +226,10 @@ def test_a_driver_is_built_once_per_type_with_its_own_context(tmp_path: Path) ->
     assert ctx.state_dir == tmp_path / "drivers" / "fake" and ctx.state_dir.is_dir()
     assert (ctx.machines, ctx.volumes, ctx.metrics) == ("machines", "volumes", "metrics")
     assert registry.driver("other").context.config == {}  # type: ignore[attr-defined]
+    closed: list[object] = []
+    first.close = lambda: closed.append(first)  # type: ignore[attr-defined]
     registry.configure("fake", {"url": "http://elsewhere.test/"})
+    assert closed == [first], "the old driver is closed before another can share its state directory"
     rebuilt = registry.driver("fake")
     assert rebuilt is not first and rebuilt.context.config == {"url": "http://elsewhere.test/"}  # type: ignore[attr-defined]
 

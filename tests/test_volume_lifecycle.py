@@ -17,7 +17,7 @@ from clusterd.cloudstack.client import CloudStackClient
 from clusterd.cloudstack.retry import PollPolicy
 from clusterd.site import plug_devices
 from clusterd.volumes import SimulatedMounter
-from clusterd.volumes.lifecycle import TAG_JOB, Settings, VolumeLifecycle
+from clusterd.volumes.lifecycle import INFRASTRUCTURE_JOB_PREFIX, TAG_JOB, Settings, VolumeLifecycle
 from simulators.cloudstack import Limits, simulator_url, start_cloudstack_simulator, stop_cloudstack_simulator
 
 KEY, SECRET = "lifecycle-api-key", "lifecycle-secret-key"
@@ -126,12 +126,15 @@ async def test_reconcile_finds_and_cleans_volumes_of_untracked_jobs(site) -> Non
     lifecycle, sim, mounter, report = site
     await lifecycle.prepare("kept", DISKS[:1])
     await lifecycle.prepare("lost", DISKS[:2])
+    # An infrastructure driver's volumes are the cluster's own, never the region's orphans.
+    await lifecycle.prepare(INFRASTRUCTURE_JOB_PREFIX + "cafe", DISKS[:1])
     found = await lifecycle.reconcile(["kept"], clean=False)
     assert sorted(o["job_id"] for o in found["orphans"]) == ["lost", "lost"] and found["cleaned"] == []
     cleaned = await lifecycle.reconcile(["kept"], clean=True)
     assert len(cleaned["cleaned"]) == 2
     assert await job_volumes(lifecycle, "lost") == []
     assert len(await job_volumes(lifecycle, "kept")) == 1
+    assert len(await job_volumes(lifecycle, INFRASTRUCTURE_JOB_PREFIX + "cafe")) == 1
     assert all(any(t["key"] == TAG_JOB for t in v.get("tags", [])) for v in await job_volumes(lifecycle, "kept"))
 
 

@@ -112,6 +112,9 @@ async def test_a_volume_job_goes_through_prepare_and_cleanup_as_the_cluster_repo
     site = VolumeSite()
     cluster = await connect(region_stack, site)
     disks = [{"name": "disk-0", "size_gb": 10}, {"name": "disk-1", "size_gb": 20}]
+    reserved = await region_stack.request("POST", "/api/v1/volume-jobs", token=region_stack.admin_token,
+                                          json={"cluster": "site-1", "job_id": "infra-7", "disks": disks})
+    assert reserved.status == 400 and "infra-" in reserved.json()["error"]["details"]["job_id"] and site.prepared == []
     created = await region_stack.request("POST", "/api/v1/volume-jobs", token=region_stack.admin_token,
                                          json={"cluster": "site-1", "job_id": "job-7", "disks": disks})
     assert created.status == 202 and created.json()["state"] == "preparing"

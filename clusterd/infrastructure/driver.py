@@ -142,7 +142,7 @@ class DriverContext:
     """What a driver factory gets from the cluster."""
 
     reactor: Any
-    #: The cluster configuration's ``infrastructure.<type>`` mapping ({} when absent).
+    #: The cluster configuration's ``infrastructure.drivers.<type>`` mapping ({} when absent).
     config: Mapping[str, Any]
     #: A directory this driver may keep state in (created by the cluster).
     state_dir: Path

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from clusterd.infrastructure.driver import (
@@ -121,9 +122,12 @@ class DriverRegistry:
         self._drivers.pop(name, None)
 
     def configure(self, name: str, config: Mapping[str, Any]) -> None:
-        """Change type `name`'s driver configuration; its driver is rebuilt when next needed."""
+        """Change type `name`'s driver configuration; its driver is closed now and rebuilt when next needed."""
         self.configs[name] = dict(config)
-        self._drivers.pop(name, None)
+        old = self._drivers.pop(name, None)
+        if old is not None:
+            # Two live drivers of one type would share a state directory; the old one goes first.
+            Deferred.fromCoroutine(self._close(name, old))
 
     @property
     def known(self) -> tuple[str, ...]:
@@ -159,12 +163,16 @@ class DriverRegistry:
         """Close every driver built so far that has a ``close()`` (plain or coroutine)."""
         drivers, self._drivers = self._drivers, {}
         for name, driver in sorted(drivers.items()):
-            close = getattr(driver, "close", None)
-            if close is None:
-                continue
-            try:
-                result = close()
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.failure("Closing the {type} infrastructure driver failed", type=name)
+            await self._close(name, driver)
+
+    @staticmethod
+    async def _close(name: str, driver: Any) -> None:
+        close = getattr(driver, "close", None)
+        if close is None:
+            return
+        try:
+            result = close()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.failure("Closing the {type} infrastructure driver failed", type=name)

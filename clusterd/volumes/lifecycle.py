@@ -28,10 +28,14 @@ from twisted.logger import Logger
 from clusterd.cloudstack.errors import CloudStackError, CloudStackNotFound
 from clusterd.volumes.errors import MountError
 
-__all__ = ["VolumeLifecycle", "Settings", "TAG_JOB", "TAG_DISK", "volume_name"]
+__all__ = ["VolumeLifecycle", "Settings", "TAG_JOB", "TAG_DISK", "INFRASTRUCTURE_JOB_PREFIX", "volume_name"]
 
 log = Logger()
 
+#: Jobs named so belong to the cluster's infrastructure drivers, which keep
+#: their own records: never orphans of the region's job list.  The region
+#: refuses job ids with this prefix.
+INFRASTRUCTURE_JOB_PREFIX = "infra-"
 TAG_JOB = "outpost-job"
 TAG_DISK = "outpost-disk"
 DEVICE_TIMEOUT = 120.0
@@ -188,7 +192,7 @@ class VolumeLifecycle:
         orphans = []
         for volume in await self.client.list_volumes():
             job = _tag(volume, TAG_JOB)
-            if job is not None and job not in tracked:
+            if job is not None and job not in tracked and not job.startswith(INFRASTRUCTURE_JOB_PREFIX):
                 orphans.append({"job_id": job, "volume_id": volume["id"], "name": volume.get("name", ""), "state": volume.get("state", "")})
         cleaned: list[str] = []
         if clean:

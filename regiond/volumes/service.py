@@ -18,6 +18,10 @@ from regiond.volumes.store import BUSY_STATES, VolumeJobStore
 from rpc import cluster as commands
 from rpc.errors import NoConnectionsAvailable, RPCError
 
+#: Volume jobs named so are the clusters' own (infrastructure drivers'); the
+#: cluster never reports them as orphans (clusterd.volumes.lifecycle).
+INFRASTRUCTURE_JOB_PREFIX = "infra-"
+
 __all__ = ["VolumeService", "check_disks", "check_job_id", "JobNotFound", "JobBusy"]
 
 log = Logger()
@@ -40,6 +44,8 @@ class JobBusy(Exception):
 def check_job_id(value: Any) -> str:
     if not isinstance(value, str) or not _JOB_ID.fullmatch(value):
         raise ValueError("must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    if value.startswith(INFRASTRUCTURE_JOB_PREFIX):
+        raise ValueError(f"must not start with {INFRASTRUCTURE_JOB_PREFIX!r}: those are the clusters' infrastructure volumes")
     return value
 
 
