@@ -19,11 +19,10 @@ The RPC hot path resolves labels once and keeps plain numbers:
 command, and a call costs a dict lookup, two clock reads and a few integer
 additions; the families are built from those numbers at scrape time.
 
-Not yet recorded, with their place kept: infrastructure (Ignition) tasks by
-status (region, a `ScrapeCollector` over their table like volume jobs), and
-undelivered callbacks in the cluster journal (cluster, a `ScrapeCollector`
-over the journal's length); Waldur and VIM calls use `ExternalCallMetrics`
-with ``service="waldur"``/``"vim"`` once their clients take it.
+Infrastructure requests by status (region) and the cluster journal's
+undelivered completions and monitored tasks are `ScrapeCollector` gauges
+over their table and journal; VIM calls use `ExternalCallMetrics` with
+``service="vim"``.
 """
 
 from __future__ import annotations

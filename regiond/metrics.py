@@ -3,14 +3,10 @@ The region's metrics: what is computed at scrape time, and ``GET /metrics``.
 
 `RegionGauges` answers the gauges that are cheap to compute when Prometheus
 asks: connected clusters and RPC connections (from the registry), the
-database pool in use (from the pool), and machines in transitional statuses
-and volume jobs by state (from one SQL statement per scrape, run by
-`refresh` before the registry is rendered).  The families counted as things
-happen live in `outpost.metrics`.
-
-Infrastructure (Ignition) tasks by status belong in `_SNAPSHOT` beside the
-volume jobs once their table exists: one more ``UNION ALL`` arm and one more
-family in `collect`.
+database pool in use (from the pool), and machines in transitional statuses,
+volume jobs by state and infrastructure (Ignition) requests by status
+(from one SQL statement per scrape, run by `refresh` before the registry is
+rendered).  The families counted as things happen live in `outpost.metrics`.
 """
 
 from __future__ import annotations
@@ -18,6 +14,7 @@ from __future__ import annotations
 from typing import Iterable
 
 import attrs
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from twisted.internet.defer import Deferred
@@ -30,18 +27,22 @@ from regiond.machines.store import TRANSITIONAL
 from regiond.rpc.registry import ConnectionRegistry
 from regiond.tokens import READ
 
-__all__ = ["RegionGauges", "metrics_route", "VOLUME_JOB_STATES"]
+__all__ = ["RegionGauges", "WebhookMetrics", "metrics_route", "VOLUME_JOB_STATES", "INFRASTRUCTURE_REQUEST_STATUSES"]
 
 log = Logger()
 
 #: Every state a volume job can be in (regiond.volumes.store), reported even when no job is in it.
 VOLUME_JOB_STATES = ("preparing", "prepared", "failed", "cleaning", "cleaned", "cleanup_failed")
+#: Every status an infrastructure request can have (regiond.infrastructure.store), reported even when none has it.
+INFRASTRUCTURE_REQUEST_STATUSES = ("IN_PROGRESS", "COMPLETE", "FAILED")
 
 _SNAPSHOT = """
 SELECT 'machines' AS kind, status AS label, count(*) AS n
   FROM machines WHERE NOT missing AND status = ANY(%s) GROUP BY status
 UNION ALL
 SELECT 'volume_jobs', state, count(*) FROM volume_jobs GROUP BY state
+UNION ALL
+SELECT 'infrastructure_requests', status, count(*) FROM infrastructure_requests GROUP BY status
 """
 
 
@@ -68,7 +69,7 @@ class RegionGauges:
             log.failure("Reading the database gauges for /metrics failed")
             self._snapshot = None
         else:
-            snapshot: dict[str, dict[str, int]] = {"machines": {}, "volume_jobs": {}}
+            snapshot: dict[str, dict[str, int]] = {"machines": {}, "volume_jobs": {}, "infrastructure_requests": {}}
             for row in rows:
                 snapshot[row["kind"]][row["label"]] = int(row["n"])
             self._snapshot = snapshot
@@ -107,6 +108,33 @@ class RegionGauges:
         for state in sorted(set(VOLUME_JOB_STATES) | set(states)):
             jobs.add_metric([state], states.get(state, 0))
         yield jobs
+        requests = GaugeMetricFamily(
+            "outpost_infrastructure_requests", "Infrastructure create/delete requests (region-wide) by status", labels=["status"]
+        )
+        statuses = self._snapshot["infrastructure_requests"]
+        for status in sorted(set(INFRASTRUCTURE_REQUEST_STATUSES) | set(statuses)):
+            requests.add_metric([status], statuses.get(status, 0))
+        yield requests
+
+
+class WebhookMetrics:
+    """
+    Outgoing webhook deliveries by outcome (``outpost_webhook_deliveries_total``):
+    ``delivered`` (a 2xx), ``rejected`` (another status), ``failed`` (no answer:
+    a connection error or a timeout).  Every attempt counts once.
+    """
+
+    OUTCOMES = ("delivered", "rejected", "failed")
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._deliveries = Counter(
+            "outpost_webhook_deliveries", "Outgoing webhook delivery attempts by outcome", ["outcome"], registry=registry
+        )
+        for outcome in self.OUTCOMES:
+            self._deliveries.labels(outcome)
+
+    def observe(self, outcome: str) -> None:
+        self._deliveries.labels(outcome).inc()
 
 
 def metrics_route(metrics: Metrics, gauges: RegionGauges | None, require_token: bool = False) -> Route:

@@ -340,3 +340,125 @@ async def test_generated_machine_requests_never_get_our_own_5xx(region_stack: Re
     served = [(t, s) for t, _, s in region_stack.observed if t is not None]
     assert any(s == 202 or s == 502 for _, s in served), "some actions reached a cluster"
     assert not [x for x in served if x[1] == 500]
+
+
+# -- the Ignition-compatible infrastructure routes --------------------------------------------
+
+_INFRA_PATH = re.compile(r"^/api/infrastructure/(create|query|delete|find)$")
+
+
+class _AcceptingInfraSite:
+    """Made lazily (amp import kept local to this section): a driver that accepts everything."""
+
+    @staticmethod
+    def make() -> Any:
+        import itertools
+
+        from twisted.protocols import amp
+
+        from rpc import cluster as commands
+
+        ids = itertools.count(1)
+
+        class Site(amp.CommandLocator):
+            @commands.CreateInfrastructure.responder
+            def create(self, request: Any) -> dict[str, Any]:
+                n = next(ids)
+                return {"infrastructure_id": f"inf-{n}", "request_id": f"req-{n}"}
+
+            @commands.DeleteInfrastructure.responder
+            def delete(self, infrastructure_id: str, deployment_location: Any) -> dict[str, Any]:
+                return {"infrastructure_id": infrastructure_id, "request_id": f"del-{next(ids)}"}
+
+            @commands.FindInfrastructure.responder
+            def find(self, request: Any) -> dict[str, Any]:
+                return {"result": None}
+
+        return Site()
+
+
+def check_ignition(req: Req, result: HTTPResult) -> None:
+    """The Ignition routes: never a 5xx (the driver accepts all), errors in Ignition's shape."""
+    where = f"{req.method} {req.path} -> {result.status} {result.raw[:300]!r}"
+    assert result.status < 500, where
+    assert result.headers.get("content-type") == "application/json", where
+    if req.method == "HEAD" or req.method != "POST":
+        # No route takes another method: the router's own 405 (or, for HEAD, no body).
+        assert result.status == 405 and result.headers.get("allow") == "POST", where
+        return
+    body = json.loads(result.raw)
+    if result.status >= 400:
+        assert isinstance(body, dict) and set(body) == {"localizedMessage", "status"}, where
+        assert body["status"] == result.status and isinstance(body["localizedMessage"], str) and body["localizedMessage"], where
+        assert "Traceback" not in body["localizedMessage"], where
+        if result.status == 401:
+            assert "www-authenticate" in result.headers, where
+        return
+    op = _INFRA_PATH.match(req.path).group(1)  # type: ignore[union-attr]
+    if op in ("create", "delete"):
+        assert result.status == 202 and set(body) == {"infrastructureId", "requestId"}, where
+    elif op == "query":
+        assert result.status == 200 and body["status"] in ("IN_PROGRESS", "COMPLETE", "FAILED"), where
+    else:
+        assert result.status == 200 and body == {"result": None}, where
+
+
+@pytest_twisted.ensureDeferred
+async def test_generated_infrastructure_requests_never_get_a_5xx_and_errors_are_in_ignitions_shape(region_stack: RegionStack) -> None:
+    await known_clusters(region_stack)
+    region_stack.app.infrastructure_service.connect_wait = 0
+    await region_stack.connect_cluster("00000000-0000-4000-8000-0000000000aa", "infra-live", locator=_AcceptingInfraSite.make())
+    names = mostly(st.sampled_from(["infra-live", "infra-live", "gone", "nope", "", "00000000-0000-4000-8000-0000000000aa", LIVE]),
+                   json_values)
+    location = st.one_of(
+        st.fixed_dictionaries({"name": names}, optional={"type": mostly(st.just("simulated"), json_values),
+                                                          "properties": mostly(st.just({}), json_values), "extra": json_values}),
+        json_values,
+    )
+    strings = mostly(st.text(max_size=30), json_values)
+    ids = mostly(st.sampled_from(["inf-1", "inf-2", "req-1", "del-3"]), strings)
+    fields = {
+        "deploymentLocation": mostly(location, json_values),
+        "template": strings, "templateType": mostly(st.sampled_from(["TOSCA", "HEAT"]), strings),
+        "systemProperties": mostly(st.dictionaries(st.text(max_size=8), json_values, max_size=3), json_values),
+        "properties": mostly(st.dictionaries(st.text(max_size=8), json_values, max_size=3), json_values),
+        "infrastructureId": ids, "requestId": ids, "instanceName": strings,
+    }
+    infra_bodies = st.fixed_dictionaries({}, optional={**fields, "bogus": json_values}).map(lambda v: json.dumps(v).encode())
+    # Mostly a body the operation accepts (weighted so a good share reaches the cluster), else anything.
+    good_location = st.fixed_dictionaries(
+        {"name": mostly(st.just("infra-live"), names)}, optional={"type": st.just("simulated"), "properties": st.just({"k": "v"})}
+    )
+    good = {
+        "create": st.fixed_dictionaries(
+            {"deploymentLocation": good_location, "template": st.text(max_size=30), "templateType": st.sampled_from(["TOSCA", "HEAT"])},
+            optional={"systemProperties": fields["systemProperties"], "properties": fields["properties"], "bogus": json_values}),
+        "find": st.fixed_dictionaries({"deploymentLocation": good_location, "template": st.text(max_size=30),
+                                       "templateType": st.sampled_from(["TOSCA", "HEAT"]), "instanceName": st.text(max_size=10)}),
+        "delete": st.fixed_dictionaries({"deploymentLocation": good_location, "infrastructureId": ids}),
+        "query": st.fixed_dictionaries({"deploymentLocation": good_location, "infrastructureId": ids, "requestId": ids}),
+    }
+
+    @st.composite
+    def infra_requests(draw: Any) -> Req:
+        op = draw(st.sampled_from(sorted(good)))
+        body = draw(mostly(good[op].map(lambda v: json.dumps(v).encode()), st.one_of(infra_bodies, bodies)))
+        return Req(
+            method=draw(mostly(st.just("POST"), methods)), path=f"/api/infrastructure/{op}", query=draw(st.lists(query_pair, max_size=2)),
+            auth=draw(mostly(st.just("admin"), auths)),
+            content_type=draw(mostly(st.sampled_from([None, "application/json", "application/json; charset=utf-8"]), content_types)),
+            extra_header=None, body=body,
+        )
+
+    strategy = infra_requests()
+
+    @settings(FUZZ, max_examples=200)
+    @given(req=strategy)
+    def property_(req: Req) -> None:
+        check_ignition(req, send(region_stack, req))
+
+    await deferToThread(property_)
+    served = [(t, s) for t, _, s in region_stack.observed if t is not None and t.startswith("/api/infrastructure/")]
+    assert not [x for x in served if x[1] >= 500], served
+    # The examples got past the checks to the cluster, and through them to the records.
+    assert {202, 400} <= {s for _, s in served}, served

@@ -7,10 +7,13 @@ import uuid as uuidlib
 from typing import Any
 
 import pytest_twisted
+from twisted.protocols import amp
 
 from regiond.api.openapi import openapi_document
 from regiond.machines.api import signature_for
 from regiond.machines.store import MachineStore
+from rpc import cluster as infra_commands
+from rpc import errors as rpc_errors
 from tests.machinehelpers import summary
 from tests.regionstack import WEBHOOK_SECRET, RegionStack, eventually, region_stack  # noqa: F401
 
@@ -39,6 +42,7 @@ EXPECTED_OPERATIONS = {
     ("POST", "/api/v1/sync"),
     ("POST", "/api/v1/webhooks/maas/{cluster}"),
     ("GET", "/api/v1/events"),
+    ("GET", "/api/v1/events/stream"),
     ("POST", "/api/v1/ossea/config"),
     ("GET", "/api/v1/clusters/{uuid}/cloudstack"),
     ("PUT", "/api/v1/clusters/{uuid}/cloudstack"),
@@ -49,6 +53,12 @@ EXPECTED_OPERATIONS = {
     ("GET", "/api/v1/volume-jobs"),
     ("GET", "/api/v1/volume-jobs/{job_id}"),
     ("DELETE", "/api/v1/volume-jobs/{job_id}"),
+    ("POST", "/api/infrastructure/create"),
+    ("POST", "/api/infrastructure/query"),
+    ("POST", "/api/infrastructure/delete"),
+    ("POST", "/api/infrastructure/find"),
+    ("GET", "/api/v1/infrastructures"),
+    ("GET", "/api/v1/infrastructures/{cluster}/{id}"),
 }
 
 _HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -237,6 +247,9 @@ async def representative_requests(stack: RegionStack) -> None:
         ("GET", f"/api/v1/events?type=machine.status&cluster={C1}&after=0&limit=5", read, {}),
         ("GET", "/api/v1/events?limit=0", read, {}),
         ("GET", "/api/v1/events?cluster=nope", read, {}),
+        # A stream that starts never ends by itself: only the refusals are asked for here.
+        ("GET", "/api/v1/events/stream?after=-1", read, {}),
+        ("GET", "/api/v1/events/stream", read, {"headers": {"Last-Event-ID": "not-an-id"}}),
     ]
     config = {"name": "site-1-cs", "api_url": "http://cs.example:8080/client/api", "api_key": "k" * 20,
               "secret_key": "s" * 20, "zone": "zone-1", "oma_vm_id": str(uuidlib.uuid4())}
@@ -282,8 +295,74 @@ async def representative_requests(stack: RegionStack) -> None:
         ("DELETE", "/api/v1/volume-jobs/nope", admin, {}),
         ("DELETE", "/api/v1/volume-jobs/job-1", admin, {}),
     ]
+    # Infrastructure (Ignition): a cluster whose driver fails as the template, id or instance name says.
+    infra_uuid = str(uuidlib.uuid4())
+    await stack.connect_cluster(infra_uuid, "site-infra", locator=_InfraSite())
+    where = {"name": "site-infra", "type": "simulated"}
+    create = {"deploymentLocation": where, "template": "ok", "templateType": "TOSCA", "systemProperties": {}, "properties": {}}
+    find = {"deploymentLocation": where, "template": "ok", "templateType": "TOSCA", "instanceName": "vm-1"}
+    as_text = {"data": b"x", "headers": {"Content-Type": "text/plain"}}
+    too_big = {"data": b"{}" + b" " * (1024 * 1024), "headers": {"Content-Type": "application/json"}}
+    requests += [
+        ("POST", "/api/infrastructure/create", admin, {"json": create}),
+        ("POST", "/api/infrastructure/create", admin, {"json": {**create, "template": "temporary"}}),
+        ("POST", "/api/infrastructure/create", admin, {"json": {**create, "template": "broken"}}),
+        ("POST", "/api/infrastructure/create", admin, {"json": {**create, "template": 1}}),
+        ("POST", "/api/infrastructure/create", admin, {"json": {**create, "deploymentLocation": {"name": "site-2"}}}),
+        ("POST", "/api/infrastructure/create", read, {"json": create}),
+        ("POST", "/api/infrastructure/create", None, {"json": create}),
+        ("POST", "/api/infrastructure/create", admin, as_text),
+        ("POST", "/api/infrastructure/create", admin, too_big),
+        ("POST", "/api/infrastructure/query", read, {"json": {"infrastructureId": "inf-1", "requestId": "req-1", "deploymentLocation": where}}),
+        ("POST", "/api/infrastructure/query", read, {"json": {"infrastructureId": "inf-1", "requestId": "nope", "deploymentLocation": where}}),
+        ("POST", "/api/infrastructure/query", read, as_text),
+        ("POST", "/api/infrastructure/query", None, {"json": {}}),
+        ("POST", "/api/infrastructure/delete", admin, {"json": {"infrastructureId": "inf-1", "deploymentLocation": where}}),
+        ("POST", "/api/infrastructure/delete", admin, {"json": {"infrastructureId": "temporary", "deploymentLocation": where}}),
+        ("POST", "/api/infrastructure/delete", admin, {"json": {"infrastructureId": "broken", "deploymentLocation": where}}),
+        ("POST", "/api/infrastructure/delete", admin, {"json": {"infrastructureId": "inf-1"}}),
+        ("POST", "/api/infrastructure/delete", admin, as_text),
+        ("POST", "/api/infrastructure/find", read, {"json": find}),
+        ("POST", "/api/infrastructure/find", read, {"json": {**find, "instanceName": "temporary"}}),
+        ("POST", "/api/infrastructure/find", read, {"json": {**find, "instanceName": "broken"}}),
+        ("POST", "/api/infrastructure/find", read, {"json": {**find, "deploymentLocation": {"name": "nowhere"}}}),
+        ("POST", "/api/infrastructure/find", read, as_text),
+        ("GET", "/api/v1/infrastructures", read, {}),
+        ("GET", "/api/v1/infrastructures?cluster=site-infra&state=creating&location=site-infra&page=1&page_size=10", read, {}),
+        ("GET", "/api/v1/infrastructures?state=nope", read, {}),
+        ("GET", f"/api/v1/infrastructures?cluster={unknown}", read, {}),
+        ("GET", "/api/v1/infrastructures/site-infra/inf-1", read, {}),
+        ("GET", "/api/v1/infrastructures/site-infra/nope", read, {}),
+        ("GET", "/api/v1/infrastructures/not-a-uuid-or-name/x", read, {}),
+    ]
     for method, path, token, kwargs in requests:
         await stack.request(method, path, token=token, **kwargs)
+
+
+class _InfraSite(amp.CommandLocator):
+    """A cluster's infrastructure driver: "temporary" and "broken" fail as their names say."""
+
+    @staticmethod
+    def _fail_on(value: str) -> None:
+        if value == "temporary":
+            raise rpc_errors.TemporaryInfrastructureError("busy")
+        if value == "broken":
+            raise rpc_errors.InfrastructureError("the driver broke")
+
+    @infra_commands.CreateInfrastructure.responder
+    def create(self, request: Any) -> dict[str, Any]:
+        self._fail_on(request["template"])
+        return {"infrastructure_id": "inf-1", "request_id": "req-1"}
+
+    @infra_commands.DeleteInfrastructure.responder
+    def delete(self, infrastructure_id: str, deployment_location: Any) -> dict[str, Any]:
+        self._fail_on(infrastructure_id)
+        return {"infrastructure_id": infrastructure_id, "request_id": "del-1"}
+
+    @infra_commands.FindInfrastructure.responder
+    def find(self, request: Any) -> dict[str, Any]:
+        self._fail_on(request["instance_name"])
+        return {"result": None}
 
 
 @pytest_twisted.ensureDeferred
@@ -305,6 +384,12 @@ async def test_every_status_served_is_declared_in_the_document(region_stack: Reg
     assert seen == EXPECTED_OPERATIONS
     statuses = {status for _, _, status in region_stack.observed}
     assert {200, 202, 400, 401, 403, 404, 415, 502, 503, 504} <= statuses
+    # Every outcome of the Ignition routes, in Ignition's statuses.
+    infrastructure = {(template, status) for template, _, status in region_stack.observed if template and template.startswith("/api/infrastructure/")}
+    assert {("/api/infrastructure/create", s) for s in (202, 400, 401, 403, 413, 415, 500, 503)} <= infrastructure
+    assert {("/api/infrastructure/query", s) for s in (200, 400, 401, 415)} <= infrastructure
+    assert {("/api/infrastructure/delete", s) for s in (202, 400, 415, 500, 503)} <= infrastructure
+    assert {("/api/infrastructure/find", s) for s in (200, 400, 415, 500, 503)} <= infrastructure
 
 
 @pytest_twisted.ensureDeferred

@@ -197,6 +197,13 @@ async def test_clusters_list_name_filter_with_a_nul_is_bad_input_not_a_500(regio
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_cluster_path_segment_with_a_nul_is_bad_input_not_a_500(region_stack: RegionStack) -> None:
+    for path, field in (("/api/v1/clusters/a%00b", "uuid"), ("/api/v1/machines/a%00b/x", "cluster")):
+        result = await region_stack.request("GET", path, token=region_stack.read_token)
+        assert_error(result, 400, "bad_request", field=field)
+
+
+@pytest_twisted.ensureDeferred
 async def test_clusters_list_with_a_huge_page_number_is_not_a_500(region_stack: RegionStack) -> None:
     result = await region_stack.request(
         "GET", "/api/v1/clusters?page=100000000000000000&page_size=100", token=region_stack.read_token

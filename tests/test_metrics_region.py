@@ -22,6 +22,7 @@ from twisted.web.server import Site
 from outpost.metrics import CONTENT_TYPE, Metrics
 from regiond.app import MAAS_CAPABILITY, RegionApp
 from regiond.db import Database
+from regiond.infrastructure.store import InfrastructureStore, Location, TaskReport
 from regiond.volumes.store import VolumeJobStore
 from rpc import cluster as commands
 from rpc.protocol import CLUSTER, RPCFactory, RPCProtocol
@@ -174,3 +175,23 @@ async def test_a_scrape_reads_the_database_once(region: MeteredRegion) -> None:
     assert value(second, "outpost_db_query_duration_seconds_count", kind="execute", outcome="ok") == value(
         first, "outpost_db_query_duration_seconds_count", kind="execute", outcome="ok"
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_infrastructure_requests_are_counted_by_status(region: MeteredRegion) -> None:
+    _, before = await region.scrape()
+    for status in ("IN_PROGRESS", "COMPLETE", "FAILED"):
+        assert value(before, "outpost_infrastructure_requests", status=status) == 0
+    db = region.app.db
+    await db.execute("INSERT INTO clusters (uuid, name) VALUES (%s, 'site-1')", (UUID,))
+    store = InfrastructureStore(db)
+    site = Location("site-1", "simulated")
+    for n in range(3):
+        await store.create_accepted(UUID, f"inf-{n}", f"req-{n}", site, instance_name="", template_type="TOSCA", template_sha256="", actor="test")
+    await store.complete(UUID, TaskReport("req-0", "inf-0", "COMPLETE"), "create", site)
+    await store.complete(UUID, TaskReport("req-1", "inf-1", "FAILED", "INTERNAL_ERROR", "x"), "create", site)
+    await store.delete_accepted(UUID, "inf-0", "del-0", site, "test")
+    _, after = await region.scrape()
+    assert value(after, "outpost_infrastructure_requests", status="IN_PROGRESS") == 2
+    assert value(after, "outpost_infrastructure_requests", status="COMPLETE") == 1
+    assert value(after, "outpost_infrastructure_requests", status="FAILED") == 1

@@ -121,7 +121,10 @@ def openapi_document(routes: Sequence[Route], version: str) -> dict[str, Any]:
             operation["security"] = [{route.security_scheme: []}]
             operation["x-role"] = "signature"
         for status, description in sorted(route.all_responses().items()):
-            schema = route.response_schema if 200 <= status < 300 else {"$ref": "#/components/schemas/Error"}
+            if 200 <= status < 300:
+                schema = route.response_schema
+            else:
+                schema = route.error_schema if route.error_schema is not None else {"$ref": "#/components/schemas/Error"}
             entry: dict[str, Any] = {"description": description}
             if schema is not None:
                 entry["content"] = {"application/json": {"schema": dict(schema)}}

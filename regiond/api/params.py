@@ -44,7 +44,7 @@ def pagination(request: ApiRequest, default_size: int = 100) -> tuple[int, int]:
 
 async def resolve_cluster(clusters: Any, ref: Any) -> str:
     """The uuid of the cluster whose uuid or name is `ref`: 400 if malformed or ambiguous, 404 if unknown."""
-    if not isinstance(ref, str) or not 0 < len(ref) <= 255:
+    if not isinstance(ref, str) or not 0 < len(ref) <= 255 or "\x00" in ref:
         raise errors.BadRequest("invalid cluster", details={"cluster": "give the cluster's uuid or name"})
     found = await clusters.resolve(ref)
     if not found:

@@ -62,7 +62,8 @@ class StreamWriter:
     """What a `Stream` writes to: bytes out, and whether the client is still there."""
 
     def __init__(self, request: Request, gone: Deferred[None]) -> None:
-        self._request = request
+        #: The twisted.web request, for flow control (``registerProducer``) and the transport.
+        self.request = request
         #: Fires (with None) when the client disconnects or the response ends.
         self.gone = gone
         self.closed = False
@@ -70,7 +71,7 @@ class StreamWriter:
 
     def write(self, data: bytes) -> None:
         if not self.closed:
-            self._request.write(data)
+            self.request.write(data)
 
 
 @attrs.frozen
@@ -145,6 +146,8 @@ class Route:
     security_scheme: str | None = None
     #: How this route's errors look; None: Outpost's ``{"error": {...}}``.
     error_body: ErrorBody | None = None
+    #: The OpenAPI schema of `error_body`'s answers; None: the ``Error`` schema.
+    error_schema: Mapping[str, Any] | None = None
     pattern: re.Pattern[str] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -195,14 +198,14 @@ class ApiResource(Resource):
         d.addErrback(lambda f: log.failure("Failed to write a response", f))
         return NOT_DONE_YET
 
-    def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], list[str]]:
+    def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], list[Route]]:
         allowed = []
         for route in self.routes:
             m = route.pattern.match(path)
             if m:
                 if route.method == method:
                     return route, {k: unquote(v) for k, v in m.groupdict().items()}, []
-                allowed.append(route.method)
+                allowed.append(route)
         return None, {}, allowed
 
     async def _handle(self, request: Request) -> None:
@@ -212,12 +215,15 @@ class ApiResource(Resource):
         method = request.method.decode("ascii", "replace").upper()
         path = request.path.decode("utf-8", "replace")
         route: Route | None = None
+        shaped: Route | None = None
         try:
             route, params, allowed = self._match(method if method != "HEAD" else "GET", path)
             if route is None:
                 if allowed:
+                    # Answered in the shape of the path's routes (a peer-compatible path keeps its peer's).
+                    shaped = allowed[0]
                     raise errors.MethodNotAllowed(
-                        f"{method} is not allowed on {path}", headers={"Allow": ", ".join(sorted(set(allowed)))}
+                        f"{method} is not allowed on {path}", headers={"Allow": ", ".join(sorted({r.method for r in allowed}))}
                     )
                 raise errors.NotFound(f"no such resource: {path}")
             token = await self._check_auth(route, request)
@@ -248,7 +254,8 @@ class ApiResource(Resource):
                 return
             response = result if isinstance(result, Response) else Response(result)
         except errors.ApiError as e:
-            body = e.body() if route is None or route.error_body is None else route.error_body(e.status, e.message, e.details)
+            shape = route if route is not None else shaped
+            body = e.body() if shape is None or shape.error_body is None else shape.error_body(e.status, e.message, e.details)
             response = Response(body, e.status, e.headers)
         except Exception:
             reference = f"{_HOST}:{os.getpid()}:{id(request):x}"

@@ -14,6 +14,7 @@ from rpc.region import (
     GetTrackedVolumeJobs,
     RegisterCluster,
     ReportEvent,
+    ReportInfrastructureTask,
     ReportPowerOutcome,
     ReportVolumeJob,
     ReportVolumeState,
@@ -44,6 +45,12 @@ class IVolumeCallbacks(Protocol):
     def busy_jobs(self, cluster_uuid: str) -> Awaitable[dict[str, str]]: ...
 
 
+class IInfrastructureCallbacks(Protocol):
+    """What the region does with infrastructure reports from clusters."""
+
+    def task_completed(self, cluster_uuid: str, task: Any, operation: str, location: Any) -> Awaitable[None]: ...
+
+
 class RegionResponders(amp.CommandLocator):
     def __init__(
         self,
@@ -51,11 +58,13 @@ class RegionResponders(amp.CommandLocator):
         registrar: ClusterRegistrar,
         callbacks: IRegionCallbacks | None = None,
         volumes: IVolumeCallbacks | None = None,
+        infrastructure: IInfrastructureCallbacks | None = None,
     ) -> None:
         self._connection = connection
         self._registrar = registrar
         self._callbacks = callbacks
         self._volumes = volumes
+        self._infrastructure = infrastructure
 
     def _reporting(self, work: Any) -> Deferred[dict[str, Any]]:
         """Run `work(cluster_uuid)` for the cluster registered on this connection; answer {}."""
@@ -73,6 +82,16 @@ class RegionResponders(amp.CommandLocator):
     @ReportVolumeJob.responder
     def report_volume_job(self, job_id: str, operation: str, outcome: str, undone: Any, error: str) -> Deferred[dict[str, Any]]:
         return self._reporting(lambda uuid: self._volumes.volume_job(uuid, job_id, operation, outcome, undone, error) if self._volumes else _nothing())
+
+    @ReportInfrastructureTask.responder
+    def report_infrastructure_task(self, task: Any, operation: str, deployment_location: Any) -> Deferred[dict[str, Any]]:
+        async def completed(uuid: str) -> None:
+            if self._infrastructure is None:
+                # Not acknowledged: the cluster keeps the report and sends it again.
+                raise RuntimeError("this region process does not take infrastructure reports")
+            await self._infrastructure.task_completed(uuid, task, operation, deployment_location)
+
+        return self._reporting(completed)
 
     @GetTrackedVolumeJobs.responder
     def get_tracked_volume_jobs(self) -> Deferred[dict[str, Any]]:
