@@ -24,14 +24,16 @@ from outpost.metrics import Metrics
 from regiond.api.events import EventsAPI
 from regiond.api.openapi import openapi_route
 from regiond.api.router import ApiResource, Observer, Route
+from regiond.api.stream import EventFeed, EventStreamAPI
 from regiond.api.v1 import RegionAPI
 from regiond.clusters import ClusterStore, RegionProcessStore
 from regiond.db import Database
+from regiond.infrastructure import InfrastructureAPI, InfrastructureService, InfrastructureStore
 from regiond.machines.api import MachinesAPI
 from regiond.machines.service import MachineService
 from regiond.machines.store import MachineStore
 from regiond.machines.sync import InventorySync
-from regiond.metrics import RegionGauges, metrics_route
+from regiond.metrics import RegionGauges, WebhookMetrics, metrics_route
 from regiond.rpc.registrar import ClusterRegistrar
 from regiond.rpc.registry import ConnectionRegistry
 from regiond.rpc.responders import RegionResponders
@@ -41,6 +43,7 @@ from regiond.volumes.api import VolumesAPI
 from regiond.volumes.config import CloudStackConfigStore
 from regiond.volumes.service import VolumeService
 from regiond.volumes.store import VolumeJobStore
+from regiond.webhooks import Webhook, WebhookDispatcher
 from rpc.protocol import REGION, RPCFactory, RPCProtocol
 
 __all__ = ["RegionApp", "MAAS_CAPABILITY"]
@@ -65,7 +68,12 @@ class RegionApp:
     metrics: Metrics | None = None
     #: Whether GET /metrics needs a token (config ``metrics.require_token``).
     metrics_require_token: bool = False
+    #: Outgoing webhooks (config ``webhooks``, secrets read); delivered by `webhook_dispatcher` while it leads.
+    webhooks: tuple[Webhook, ...] = ()
     registry: ConnectionRegistry = attrs.field(init=False)
+    #: The one LISTEN for new events in this process: wakes event streams and webhook delivery.
+    event_feed: EventFeed = attrs.field(init=False)
+    webhook_dispatcher: WebhookDispatcher | None = attrs.field(init=False, default=None)
     clusters: ClusterStore = attrs.field(init=False)
     processes: RegionProcessStore = attrs.field(init=False)
     tokens: TokenStore = attrs.field(init=False)
@@ -75,6 +83,7 @@ class RegionApp:
     process_id: int | None = attrs.field(init=False, default=None)
     registrar: ClusterRegistrar | None = attrs.field(init=False, default=None)
     volume_service: VolumeService = attrs.field(init=False)
+    infrastructure_service: InfrastructureService = attrs.field(init=False)
     storage: StorageService | None = attrs.field(init=False, default=None)
     gauges: RegionGauges | None = attrs.field(init=False, default=None)
 
@@ -83,6 +92,12 @@ class RegionApp:
         self.clusters = ClusterStore(self.db)
         self.processes = RegionProcessStore(self.db)
         self.tokens = TokenStore(self.db)
+        self.event_feed = EventFeed.for_database(self.db, self.reactor)
+        if self.webhooks:
+            self.webhook_dispatcher = WebhookDispatcher.create(
+                self.reactor, self.db, self.event_feed, self.webhooks,
+                metrics=None if self.metrics is None else WebhookMetrics(self.metrics.registry),
+            )
         self.machines = MachineStore(self.db)
         gather_metrics = None if self.metrics is None else self.metrics.gather
         self.machine_service = MachineService(self.reactor, self.db, self.registry, self.machines, gather_metrics=gather_metrics)
@@ -100,6 +115,7 @@ class RegionApp:
         self.volume_service = VolumeService(
             self.registry, CloudStackConfigStore(self.db, self.region_secret), VolumeJobStore(self.db)
         )
+        self.infrastructure_service = InfrastructureService(self.registry, self.clusters, InfrastructureStore(self.db))
 
     def rpc_factory(self, secret: bytes, ident: str, **kwargs: Any) -> RPCFactory:
         if self.metrics is not None:
@@ -109,13 +125,19 @@ class RegionApp:
     def _responders(self, proto: RPCProtocol) -> RegionResponders:
         if self.registrar is None:
             raise RuntimeError("attach_process() must come before connections are served")
-        return RegionResponders(proto, self.registrar, self.machine_service, self.volume_service)
+        return RegionResponders(proto, self.registrar, self.machine_service, self.volume_service, infrastructure=self.infrastructure_service)
 
     def attach_process(self, process_id: int) -> None:
         self.process_id = process_id
         self.registrar = ClusterRegistrar(
             self.registry, self.clusters, self.processes, process_id, on_registered=self._registered, on_lost=self._lost
         )
+
+    async def stop_events(self) -> None:
+        """End the event streams and webhook delivery, and close their connections."""
+        if self.webhook_dispatcher is not None:
+            await self.webhook_dispatcher.close()
+        await self.event_feed.stop()
 
     def _has_maas(self, uuid: str) -> bool:
         return self.registrar is not None and self.registrar.has_capability(uuid, MAAS_CAPABILITY)
@@ -142,7 +164,9 @@ class RegionApp:
             *RegionAPI(self.reactor, self.db, self.clusters, self.processes, self.registry, self.process_id).routes(),
             *MachinesAPI(self.clusters, self.machines, self.machine_service, self.sync, self.webhook_secret).routes(),
             *VolumesAPI(self.clusters, self.volume_service).routes(),
+            *InfrastructureAPI(self.clusters, self.infrastructure_service).routes(),
             *EventsAPI(self.db).routes(),
+            *EventStreamAPI(self.event_feed, self.db, self.reactor).routes(),
             *(self.storage.routes() if self.storage is not None else []),
         ]
         if self.metrics is not None:

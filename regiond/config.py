@@ -20,6 +20,15 @@ Example (every key optional; these are the defaults)::
     storage: null              # the CSCS storage resources API fed from Waldur (see README)
     metrics:
       require_token: false     # true: GET /metrics needs a token (any role)
+    webhooks: []               # outgoing webhooks: the event log POSTed as it grows, e.g.
+    # - url: https://hooks.example/outpost          # http:// or https://; each URL once
+    #   secret_file: /etc/outpost/hook.secret       # hex, at least 16 bytes, mode 0600: signs each body
+    #   types: [infrastructure.task]                 # type names, or prefixes ending in "." (machine.);
+    #                                                # the default is [infrastructure.task]
+
+The secret files are read when the region starts (a missing, unreadable or
+too open one stops it with a message naming the key), not when this file is
+parsed, so that the admin command can read the same file as another user.
 """
 
 from __future__ import annotations
@@ -39,12 +48,14 @@ from outpost.config import (
     parse_yaml,
     positive_float,
     int_between,
+    http_url,
+    list_of,
     server_endpoint,
     string,
 )
 
 __all__ = [
-    "RegionConfig", "DatabaseConfig", "RPCConfig", "HTTPConfig", "MAASConfig", "MetricsConfig", "load_config", "ConfigError",
+    "RegionConfig", "DatabaseConfig", "RPCConfig", "HTTPConfig", "MAASConfig", "MetricsConfig", "WebhookConfig", "load_config", "ConfigError",
 ]
 
 DEFAULT_STATE_DIR = "/var/lib/outpost/region"
@@ -84,6 +95,20 @@ class MetricsConfig:
     require_token: bool = False
 
 
+#: What a webhook is sent when its ``types`` are not given.
+DEFAULT_WEBHOOK_TYPES = ("infrastructure.task",)
+
+
+@attrs.frozen
+class WebhookConfig:
+    """One outgoing webhook (its secret is read at start: `regiond.webhooks.load_webhooks`)."""
+
+    url: str
+    secret_file: Path
+    #: Event type names, and prefixes ending in "." matching every type under them.
+    types: tuple[str, ...] = DEFAULT_WEBHOOK_TYPES
+
+
 @attrs.frozen
 class RegionConfig:
     state_dir: Path = Path(DEFAULT_STATE_DIR)
@@ -94,6 +119,7 @@ class RegionConfig:
     maas: MAASConfig = MAASConfig()
     storage: StorageConfig | None = None
     metrics: MetricsConfig = MetricsConfig()
+    webhooks: tuple[WebhookConfig, ...] = ()
 
     @property
     def secret_path(self) -> Path:
@@ -106,6 +132,45 @@ class RegionConfig:
 
 def _path(value: Any) -> Path:
     return Path(string(value)).absolute()
+
+
+def _event_type(value: Any) -> str:
+    string(value)
+    if len(value) > 255 or any(c.isspace() for c in value):
+        raise ValueError(f"must be an event type or a prefix ending in '.', without spaces, not {value!r}")
+    return value
+
+
+def _webhook_types(value: Any) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(list_of(_event_type, min_items=1)(value)))
+
+
+def _webhooks(data: Any, problems: list[str]) -> tuple[WebhookConfig, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        problems.append(f"webhooks: must be a list of mappings (url, secret_file, types), not {type(data).__name__}")
+        return ()
+    hooks: list[WebhookConfig] = []
+    for index, item in enumerate(data):
+        path = f"webhooks[{index}]"
+        if not isinstance(item, dict):
+            problems.append(f"{path}: must be a mapping (url, secret_file, types), not {type(item).__name__}")
+            continue
+        before = len(problems)
+        values = load_section(
+            item, path,
+            [Field("url", http_url), Field("secret_file", _path), Field("types", _webhook_types, DEFAULT_WEBHOOK_TYPES)],
+            problems,
+        )
+        if len(problems) > before:
+            continue
+        if any(hook.url == values["url"] for hook in hooks):
+            # Delivery progress is kept per URL: one URL, one webhook.
+            problems.append(f"{path}.url: {values['url']} is configured more than once")
+            continue
+        hooks.append(WebhookConfig(**values))
+    return tuple(hooks)
 
 
 def load_config(text: str) -> RegionConfig:
@@ -124,6 +189,7 @@ def load_config(text: str) -> RegionConfig:
             Field("maas", lambda v: v, None),
             Field("storage", lambda v: v, None),
             Field("metrics", lambda v: v, None),
+            Field("webhooks", lambda v: v, None),
         ],
         problems,
     )
@@ -152,6 +218,7 @@ def load_config(text: str) -> RegionConfig:
     )
     storage = parse_storage_config(top["storage"], problems)
     metrics = load_section(top["metrics"], "metrics", [Field("require_token", boolean, False)], problems)
+    webhooks = _webhooks(top["webhooks"], problems)
     if problems:
         raise ConfigError(problems)
     return RegionConfig(
@@ -163,4 +230,5 @@ def load_config(text: str) -> RegionConfig:
         maas=MAASConfig(**maas),
         storage=storage,
         metrics=MetricsConfig(**metrics),
+        webhooks=webhooks,
     )

@@ -129,6 +129,75 @@ def test_region_a_section_that_is_not_a_mapping_is_reported_under_its_name(secti
     assert keys(problems_of(lambda: region_config.load_config(yaml.safe_dump({section: value})))) == {section}
 
 
+# -- region: webhooks ---------------------------------------------------------------------
+
+
+def test_region_webhooks_are_read_with_types_defaulting_to_infrastructure_tasks() -> None:
+    config = region_config.load_config(
+        """
+webhooks:
+  - url: https://hooks.example/outpost
+    secret_file: /etc/outpost/hook.secret
+  - url: http://10.0.0.5:8080/events?src=outpost
+    secret_file: relative.secret
+    types: [infrastructure., machine.power, machine.power]
+"""
+    )
+    first, second = config.webhooks
+    assert first == region_config.WebhookConfig(
+        "https://hooks.example/outpost", Path("/etc/outpost/hook.secret"), ("infrastructure.task",)
+    )
+    assert second.url == "http://10.0.0.5:8080/events?src=outpost"
+    assert second.secret_file.is_absolute() and second.secret_file.name == "relative.secret"
+    assert second.types == ("infrastructure.", "machine.power")
+    assert region_config.load_config("").webhooks == () == region_config.load_config("webhooks: []").webhooks
+
+
+def test_region_webhook_problems_are_all_reported_under_their_keys() -> None:
+    text = """
+webhooks:
+  - url: ftp://hooks.example/x
+    secret_file: 5
+  - url: https://ok.example/
+    secret_file: /s
+    types: []
+  - url: https://ok.example/
+    secret_file: /s
+    types: [infrastructure task]
+  - {secret_file: /s, colour: blue}
+  - url: https://ok.example/
+    secret_file: /s
+  - url: https://ok.example/
+    secret_file: /other
+"""
+    problems = problems_of(lambda: region_config.load_config(text))
+    assert keys(problems) == {
+        "webhooks[0].url", "webhooks[0].secret_file", "webhooks[1].types", "webhooks[2].types", "webhooks[3].url",
+        "webhooks[3].colour", "webhooks[5].url",
+    }
+    assert any("configured more than once" in p for p in problems)
+    assert keys(problems_of(lambda: region_config.load_config("webhooks: {url: https://a/}"))) == {"webhooks"}
+    assert keys(problems_of(lambda: region_config.load_config("webhooks: [3]"))) == {"webhooks[0]"}
+
+
+@settings(max_examples=150, deadline=None)
+@given(hooks=st.lists(
+    st.dictionaries(st.sampled_from(["url", "secret_file", "types", "other"]),
+                    st.one_of(st.sampled_from(["https://h.example/", "http://h:1/x", "/abs", "rel", "ftp://h/", ""]),
+                              st.lists(st.text(max_size=12), max_size=3), st.integers(), st.none()),
+                    max_size=4),
+    max_size=4,
+))
+def test_any_webhooks_section_gives_a_config_or_config_error(hooks: list[dict[str, Any]]) -> None:
+    outcome = config_or_problems(lambda: region_config.load_config(yaml.safe_dump({"webhooks": hooks})))
+    if isinstance(outcome, region_config.RegionConfig):
+        urls = [hook.url for hook in outcome.webhooks]
+        assert len(urls) == len(set(urls)) == len(hooks)
+        for hook in outcome.webhooks:
+            assert hook.url.startswith(("http://", "https://")) and hook.secret_file.is_absolute()
+            assert hook.types and all(t and not any(c.isspace() for c in t) for t in hook.types)
+
+
 # -- cluster ----------------------------------------------------------------------------
 
 

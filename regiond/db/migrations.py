@@ -214,6 +214,9 @@ CREATE TABLE infrastructure_requests (
 );
 CREATE INDEX infrastructure_requests_infrastructure_idx ON infrastructure_requests (cluster_uuid, infrastructure_id);
 
+-- GET /api/v1/events?request_id= matches Outpost's request_id and Ignition's requestId.
+CREATE INDEX events_any_request_id ON events ((coalesce(data->>'request_id', data->>'requestId')));
+
 -- Every statement that adds events wakes the event streams of every region
 -- process (one notification per statement, however many rows: listeners
 -- read everything after their cursor).
