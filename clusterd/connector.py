@@ -31,7 +31,7 @@ from twisted.protocols import amp
 from rpc.client import RegionClient
 from rpc.common import Ping
 from rpc.errors import NoConnectionsAvailable, RPCError
-from rpc.protocol import CLUSTER, RPCFactory, RPCProtocol
+from rpc.protocol import CLUSTER, RPCFactory, RPCProtocol, SecretSource
 from rpc.region import GetRegionEndpoints, RegisterCluster
 
 __all__ = ["RegionConnector", "Endpoint", "PING_INTERVAL", "PING_TIMEOUT", "DISCOVERY_INTERVAL"]
@@ -68,7 +68,9 @@ def parse_endpoints(document: Any) -> list[Endpoint]:
 class RegionConnector(MultiService):
     reactor: Any = attrs.field(repr=False)
     region_urls: tuple[str, ...]
-    secret: bytes = attrs.field(repr=False)
+    #: The secret file (`outpost.secret.SecretFile`): read again for every
+    #: new connection, so a rotation needs no restart; or one fixed secret.
+    secret: bytes | SecretSource = attrs.field(repr=False)
     uuid: str
     name: str
     version: str
@@ -79,6 +81,8 @@ class RegionConnector(MultiService):
     endpoint_factory: Callable[[Any, str, int], Any] = lambda reactor, host, port: HostnameEndpoint(reactor, host, port, timeout=10)
     rng: Callable[[], float] = random.random
     live: set[RPCProtocol] = attrs.field(init=False, factory=set)
+    #: Called with no arguments each time a region connection becomes live (registered).
+    on_live: list[Callable[[], None]] = attrs.field(init=False, factory=list)
     _services: dict[Endpoint, ClientService] = attrs.field(init=False, factory=dict)
     _discovery: Deferred[None] | None = attrs.field(init=False, default=None)
     _discovered_once: bool = attrs.field(init=False, default=False)
@@ -94,6 +98,10 @@ class RegionConnector(MultiService):
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
+        if not isinstance(self.secret, bytes):
+            keys = self.secret.current()
+            log.info("Proving with the RPC secret {prover}, accepting {fingerprints} (the file is read again for each connection)",
+                     prover=keys.fingerprints[0], fingerprints=", ".join(keys.fingerprints))
         self._schedule(0)
 
     def stopService(self) -> Deferred[Any]:  # noqa: N802
@@ -218,6 +226,11 @@ class RegionConnector(MultiService):
         pinger.clock = self.reactor
         pinger.start(PING_INTERVAL, now=False)
         log.info("Registered with region {host}:{port}", host=endpoint[0], port=endpoint[1])
+        for hook in list(self.on_live):
+            try:
+                hook()
+            except Exception:
+                log.failure("A hook on a new region connection failed")
 
         def lost(_: None) -> None:
             self.live.discard(proto)

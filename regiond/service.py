@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from outpost.metrics import Metrics
-from outpost.secret import load_or_create_secret
+from outpost.secret import SecretFile
 from outpost.secret import load_secret
 from regiond.app import RegionApp
 from regiond.clusters import ClusterStore, RegionProcessStore
@@ -33,6 +33,8 @@ from regiond.leader import Leadership
 from regiond.machines.sync import SyncLoops
 from regiond.rpc.registrar import ClusterRegistrar
 from regiond.rpc.registry import ConnectionRegistry
+from regiond.volumes.config import CredentialResealer
+from regiond.webhooks import load_webhooks, webhook_leadership
 
 __all__ = ["RegionService", "HEARTBEAT_INTERVAL"]
 
@@ -68,6 +70,8 @@ class RegionService(Service):
     _started: Deferred[None] | None = attrs.field(init=False, default=None)
     _sync_loops: SyncLoops | None = attrs.field(init=False, default=None)
     _leadership: Leadership | None = attrs.field(init=False, default=None)
+    _webhook_leadership: Leadership | None = attrs.field(init=False, default=None)
+    _resealer: CredentialResealer | None = attrs.field(init=False, default=None)
     app: RegionApp | None = attrs.field(init=False, default=None)
     #: This process's metrics (its own registry, never prometheus_client's global one).
     metrics: Metrics = attrs.field(init=False)
@@ -100,11 +104,17 @@ class RegionService(Service):
     async def _start(self) -> None:
         config = self.config
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        secret, created = load_or_create_secret(config.secret_path)
+        # Read again for every new RPC connection (and watched by the resealer): rotation needs no restart.
+        secret, created = SecretFile.open_or_create(config.secret_path)
         if created:
-            log.info("Created the RPC shared secret at {path}; give a copy (mode 0600) to each cluster", path=str(config.secret_path))
+            log.info("Created the RPC shared secret {prover} at {path}; give a copy (mode 0600) to each cluster",
+                     path=str(config.secret_path), prover=secret.current().fingerprints[0])
         else:
-            log.info("Using the RPC shared secret at {path}", path=str(config.secret_path))
+            log.info("Using the RPC shared secrets at {path}: proving with {prover}, accepting {fingerprints}",
+                     path=str(config.secret_path), prover=secret.current().fingerprints[0],
+                     fingerprints=", ".join(secret.current().fingerprints))
+        # Before anything starts: a webhook secret that cannot be read stops the region here, saying which.
+        webhooks = tuple(load_webhooks(config.webhooks))
 
         dsn = config.database.dsn
         if dsn is None:
@@ -120,9 +130,11 @@ class RegionService(Service):
 
         self.app = app = RegionApp(
             self.reactor, db, webhook_secret=self._webhook_secret(), region_secret=secret, storage_config=config.storage,
-            metrics=self.metrics, metrics_require_token=config.metrics.require_token,
+            metrics=self.metrics, metrics_require_token=config.metrics.require_token, webhooks=webhooks,
         )
         self.registry = app.registry
+        self._resealer = CredentialResealer(self.reactor, app.volume_service.configs)
+        self._resealer.start()
         hostname, pid = socket.gethostname(), os.getpid()
         rpc_port = await serverFromString(self.reactor, config.rpc.listen).listen(app.rpc_factory(secret, f"{hostname}:{pid}"))
         self._ports.append(rpc_port)
@@ -144,6 +156,9 @@ class RegionService(Service):
             self.reactor, dsn, SYNC_LOCK_KEY, "inventory sync", on_gain=self._sync_loops.start, on_loss=self._sync_loops.stop
         )
         self._leadership.startService()
+        if app.webhook_dispatcher is not None:
+            self._webhook_leadership = webhook_leadership(self.reactor, dsn, app.webhook_dispatcher)
+            self._webhook_leadership.startService()
 
         self._heartbeat = LoopingCall(self._beat, app.processes, app.clusters)
         self._heartbeat.clock = self.reactor
@@ -176,6 +191,13 @@ class RegionService(Service):
             self._heartbeat.stop()
         if self._leadership is not None:
             await self._leadership.stopService()
+        if self._webhook_leadership is not None:
+            await self._webhook_leadership.stopService()
+        if self.app is not None:
+            # Ends open event streams (clients resume with Last-Event-ID) before the listeners go.
+            await self.app.stop_events()
+        if self._resealer is not None:
+            await self._resealer.stop()
         for port in reversed(self._ports):
             await port.stopListening()
         self._ports.clear()

@@ -5,6 +5,12 @@ The authenticated AMP protocol both daemons speak.
   the peer has proved the secret only `Identify` and `Authenticate` are
   answered; any other command is refused and the connection dropped.  A peer
   that has not proved the secret within `auth_timeout` seconds is dropped.
+* The secrets come from a `SecretSource` (`outpost.secret.SecretFile`), read
+  once per connection as it is made: the *prover* answers the peer's
+  challenge, and an answer made with *any accepted* secret is good.  So the
+  secret file can be rotated under running daemons: connections already up
+  stay up (authentication only happens at connect) and new ones use what the
+  file holds then.
 * Calls have a timeout (default 120 s, overridable per call) and fail at once
   with `ConnectionClosed` when the connection goes.
 * An unexpected exception in a responder is logged under a reference
@@ -29,6 +35,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from outpost.secret import Secrets
 from rpc import errors
 from rpc.common import PRE_AUTH_COMMANDS, Authenticate, Identify, Ping
 
@@ -38,6 +45,8 @@ __all__ = [
     "RPCProtocol",
     "RPCFactory",
     "answer_challenge",
+    "SecretKeys",
+    "SecretSource",
     "DEFAULT_CALL_TIMEOUT",
     "AUTH_TIMEOUT",
 ]
@@ -58,6 +67,29 @@ _HOST = socket.gethostname()
 def answer_challenge(secret: bytes, challenge: bytes, salt: bytes, role: str) -> bytes:
     """The proof that the side playing `role` knows `secret`."""
     return hmac.new(secret, challenge + salt + role.encode("ascii"), sha256).digest()
+
+
+class SecretKeys(TypingProtocol):
+    """The secrets one connection uses (`outpost.secret.Secrets`)."""
+
+    @property
+    def prover(self) -> bytes: ...
+
+    @property
+    def accepted(self) -> tuple[bytes, ...]: ...
+
+    @property
+    def fingerprints(self) -> tuple[str, ...]: ...
+
+
+class SecretSource(TypingProtocol):
+    """Where the secrets come from, asked once per connection (`outpost.secret.SecretFile`, or fixed `Secrets`)."""
+
+    def current(self) -> SecretKeys: ...
+
+
+def _source(secret: bytes | SecretSource) -> SecretSource:
+    return Secrets.of(secret) if isinstance(secret, bytes) else secret
 
 
 class _Handshake(amp.CommandLocator):
@@ -92,7 +124,7 @@ class RPCProtocol(amp.AMP):
     def __init__(
         self,
         *,
-        secret: bytes,
+        secret: bytes | SecretSource,
         role: str,
         clock: IReactorTime,
         ident: str = "",
@@ -104,7 +136,13 @@ class RPCProtocol(amp.AMP):
         if role not in _PEER_ROLE:
             raise ValueError(f"role must be {REGION!r} or {CLUSTER!r}")
         super().__init__()
-        self._secret = secret
+        self._secret_source = _source(secret)
+        #: This connection's secrets, read from the source when it is made.
+        self._keys: SecretKeys | None = None
+        #: We answered the peer's challenge / the peer has shown it accepted that answer
+        #: (it sent us a command, or answered one of ours, which it does only after checking us).
+        self._proved = False
+        self._peer_accepted_us = False
         self.role = role
         self.peer_role = _PEER_ROLE[role]
         self.clock = clock
@@ -134,6 +172,13 @@ class RPCProtocol(amp.AMP):
         peer = self.transport.getPeer()
         host, port = getattr(peer, "host", None), getattr(peer, "port", None)
         self.peer_name = f"{host}:{port}" if host is not None else str(peer)
+        try:
+            self._keys = self._secret_source.current()
+        except Exception as e:
+            log.error("Dropping {peer}: no RPC secret to use: {error}", peer=self.peer_name, error=str(e))
+            self._settle_auth(Failure(errors.AuthenticationFailed("no secret to authenticate with")))
+            self.transport.abortConnection()
+            return
         self._auth_timer = self.clock.callLater(self.auth_timeout, self._auth_timed_out)
         challenge = os.urandom(CHALLENGE_BYTES)
         d = self.callRemote(Authenticate, challenge=challenge)
@@ -144,6 +189,15 @@ class RPCProtocol(amp.AMP):
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802
         self.connected = False
         self._cancel_auth_timer()
+        if self._proved and self.peer_authenticated and not self._peer_accepted_us:
+            # The peer checked our answer and hung up before using the
+            # connection: almost always a secret it does not accept.
+            log.warn(
+                "{peer} closed the connection after this side proved the secret {prover}: "
+                "it probably does not accept that secret (compare `outpost secret status` on both hosts)",
+                peer=self.peer_name,
+                prover=self.keys.fingerprints[0],
+            )
         self._settle_auth(Failure(errors.ConnectionClosed(f"connection to {self.peer_name} closed")))
         super().connectionLost(reason)
         waiters, self._close_waiters = self._close_waiters, []
@@ -173,14 +227,29 @@ class RPCProtocol(amp.AMP):
         self._settle_auth(Failure(errors.AuthenticationFailed("authentication timed out")))
         self.transport.abortConnection()
 
+    @property
+    def keys(self) -> SecretKeys:
+        """The secrets this connection uses (read from the source once, when first needed)."""
+        if self._keys is None:
+            self._keys = self._secret_source.current()
+        return self._keys
+
     def _check_proof(self, response: dict[str, bytes], challenge: bytes) -> None:
-        expected = answer_challenge(self._secret, challenge, response["salt"], self.peer_role)
-        if hmac.compare_digest(expected, response["digest"]):
+        digest, salt = response["digest"], response["salt"]
+        proved = False
+        for secret in self.keys.accepted:
+            # Every accepted secret is tried (no early exit), each in constant time.
+            proved |= hmac.compare_digest(answer_challenge(secret, challenge, salt, self.peer_role), digest)
+        if proved:
             self.peer_authenticated = True
             self._cancel_auth_timer()
             self._settle_auth(None)
         else:
-            log.warn("Dropping {peer}: it failed to prove the shared secret", peer=self.peer_name)
+            log.warn(
+                "Dropping {peer}: it failed to prove the shared secret (this side accepts {fingerprints})",
+                peer=self.peer_name,
+                fingerprints=", ".join(self.keys.fingerprints),
+            )
             self._settle_auth(Failure(errors.AuthenticationFailed("peer failed to prove the secret")))
             self.transport.loseConnection()
 
@@ -209,7 +278,8 @@ class RPCProtocol(amp.AMP):
     def prove(self, challenge: bytes) -> dict[str, bytes]:
         """Our answer to the peer's challenge, with a fresh salt."""
         salt = os.urandom(SALT_BYTES)
-        return {"digest": answer_challenge(self._secret, challenge, salt, self.role), "salt": salt}
+        self._proved = True
+        return {"digest": answer_challenge(self.keys.prover, challenge, salt, self.role), "salt": salt}
 
     def when_authenticated(self) -> "Deferred[RPCProtocol]":
         """Fires with this protocol once the peer has proved the secret."""
@@ -241,6 +311,8 @@ class RPCProtocol(amp.AMP):
                 self.transport.loseConnection()
             # Fatal: AMP answers with a QuitBox, which closes the connection.
             return fail(amp.RemoteAmpError(b"NOT_AUTHENTICATED", "authenticate first", fatal=True))
+        if name not in PRE_AUTH_COMMANDS:
+            self._peer_accepted_us = True
         responder = self.locateResponder(name)
         if responder is None:
             return super().dispatchCommand(box)
@@ -339,6 +411,11 @@ class RPCProtocol(amp.AMP):
             stop_timer()
             # Late answers to abandoned (timed out or cancelled) calls are dropped.
             if not outer.called:
+                if not self._peer_accepted_us and command.commandName not in PRE_AUTH_COMMANDS and not (
+                    isinstance(result, Failure) and result.check(errors.NotAuthenticated, ierror.ConnectionDone,
+                                                                 ierror.ConnectionLost, amp.ProtocolSwitched)
+                ):
+                    self._peer_accepted_us = True  # it answered: it checked us and let us in
                 if isinstance(result, Failure):
                     failure = _translate(result)
                     if stats is not None:
@@ -395,8 +472,9 @@ class RPCFactory(Factory):
     (they usually need to know which connection they serve).
     """
 
-    #: Never in a repr: factories are logged when they start.
-    secret: bytes = attrs.field(repr=False)
+    #: Never in a repr: factories are logged when they start.  A `SecretSource`
+    #: (the secret file) is read again for every connection.
+    secret: bytes | SecretSource = attrs.field(repr=False)
     role: str
     clock: IReactorTime = attrs.field(repr=False)
     ident: str = ""

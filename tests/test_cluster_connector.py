@@ -165,12 +165,15 @@ def test_a_connection_is_live_only_after_it_registers_and_dies_when_pings_go_una
     clock, http = Clock(), FakeHTTP()
     connector = make_connector(clock, http)
     registrar = Registrar()
+    hooked: list[int] = []
+    connector.on_live.append(lambda: hooked.append(len(connector.live)))
+    connector.on_live.append(lambda: 1 / 0)  # a failing hook is logged; the others and the connection carry on
     region, cluster, pump, _ = make_pair(region_locator=registrar, clock=clock)
     connector.connection_made(cluster, ("r", 1))
     assert connector.live == set()
     pump.flush()
     assert registrar.registered == [UUID]
-    assert connector.live == {cluster}
+    assert connector.live == {cluster} and hooked == [1], "hooks run once the connection is live"
     assert connector.getClient().connection is cluster
     # Pings every 30 s are answered while the region reads...
     clock.advance(PING_INTERVAL)

@@ -1,12 +1,21 @@
-"""Mutual authentication: nothing but the handshake works until both sides prove the secret."""
+"""
+Mutual authentication: nothing but the handshake works until both sides
+prove the secret; with several secrets a file, peers one rotation step apart
+still authenticate, and a new connection uses the secrets as they are then.
+"""
 
 from __future__ import annotations
 
+from itertools import product
+
+import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from twisted.protocols import amp
 from twisted.test import iosim
 
+from outpost.secret import Secrets, fingerprint
 from rpc import errors
 from rpc.common import Authenticate, Identify, Ping
 from rpc.protocol import CLUSTER, REGION, RPCProtocol, answer_challenge
@@ -163,3 +172,118 @@ def test_peer_that_cannot_answer_authenticate_is_dropped_at_once() -> None:
     server, client, pump = iosim.connectedServerAndClient(lambda: region, lambda: plain, greet=False, clock=clock)
     pump.flush()
     assert not region.connected
+
+
+# -- several secrets a file: rotation without dropping anyone ------------------
+OLD, NEW, NEITHER = b"o" * 32, b"n" * 32, b"z" * 32
+#: What a host's file holds before the rotation and after each of its three steps.
+STEPS = {
+    "before": Secrets.of(OLD),
+    "added": Secrets.of(OLD, NEW),
+    "promoted": Secrets.of(NEW, OLD),
+    "retired": Secrets.of(NEW),
+}
+ORDER = list(STEPS)
+
+
+@pytest.mark.parametrize("region_step, cluster_step", list(product(ORDER, ORDER)))
+def test_peers_at_most_one_step_apart_authenticate_both_ways(region_step: str, cluster_step: str) -> None:
+    """
+    Each step is done on every host, in any order, before the next starts:
+    so two hosts are never more than one step apart, and every such pair
+    authenticates.  Two steps apart (a host skipped one) is refused.
+    """
+    region, cluster, pump, clock = make_pair(region_secret=STEPS[region_step], cluster_secret=STEPS[cluster_step])
+    apart = abs(ORDER.index(region_step) - ORDER.index(cluster_step))
+    if apart <= 1:
+        assert region.peer_authenticated and cluster.peer_authenticated
+        answered: list = []
+        cluster.call(Ping).addCallback(answered.append)
+        pump.flush()
+        assert answered == [{}]
+    else:
+        assert not (region.peer_authenticated and cluster.peer_authenticated)
+        assert not region.connected and not cluster.connected
+
+
+@pytest.mark.parametrize("step", ORDER)
+def test_a_peer_with_neither_secret_is_refused_at_every_step(step: str) -> None:
+    recorder = Recorder()
+    region, cluster, pump, clock = make_pair(region_locator=recorder, region_secret=STEPS[step], cluster_secret=NEITHER)
+    d = cluster.call(RegisterCluster, uuid=UUID, name="a", version="1", capabilities=[])
+    pump.flush()
+    failures: list = []
+    d.addErrback(failures.append)
+    assert not region.peer_authenticated and not region.connected
+    assert failures and recorder.registered == []
+
+
+class Changing:
+    """A secret source whose contents the test changes, as an operator edits the file."""
+
+    def __init__(self, secrets: Secrets) -> None:
+        self.secrets = secrets
+        self.reads = 0
+
+    def current(self) -> Secrets:
+        self.reads += 1
+        return self.secrets
+
+
+def test_the_source_is_read_for_each_new_connection_and_live_ones_stay_up() -> None:
+    source = Changing(Secrets.of(OLD))
+    clock = Clock()
+    first_region, first_cluster, first_pump, _ = make_pair(region_secret=source, cluster_secret=Secrets.of(OLD), clock=clock)
+    assert first_region.peer_authenticated and source.reads == 1
+    # The region's file is rotated all the way while the first connection is up.
+    source.secrets = Secrets.of(NEW)
+    pings: list = []
+    first_cluster.call(Ping).addCallback(pings.append)
+    first_pump.flush()
+    assert pings == [{}] and first_region.connected, "authentication happens at connect only"
+    # A new connection uses the file as it is now: a cluster with only the old secret is refused...
+    stale_region, stale_cluster, _, _ = make_pair(region_secret=source, cluster_secret=Secrets.of(OLD), clock=clock)
+    assert not stale_region.connected and source.reads == 2
+    # ...and one with the new secret gets in.
+    new_region, new_cluster, _, _ = make_pair(region_secret=source, cluster_secret=Secrets.of(NEW), clock=clock)
+    assert new_region.peer_authenticated and new_cluster.peer_authenticated
+
+
+def _capture() -> list[dict]:
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    return events
+
+
+def test_both_sides_log_what_went_wrong_with_fingerprints_never_secrets() -> None:
+    """The region holds the new secret only; the cluster (which missed every step) holds the old."""
+    events = _capture()
+    try:
+        # The cluster accepts what the region proves (it has both), the region refuses the cluster's proof.
+        region, cluster, pump, clock = make_pair(region_secret=Secrets.of(NEW), cluster_secret=Secrets.of(OLD, NEW))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert not region.connected and not cluster.connected
+    warnings = [e for e in events if e.get("log_namespace") == "rpc.protocol"]
+    refused = [e for e in warnings if "failed to prove the shared secret (this side accepts" in e["log_format"]]
+    assert refused and refused[0]["fingerprints"] == fingerprint(NEW)
+    hung_up = [e for e in warnings if "closed the connection after this side proved" in e["log_format"]]
+    assert hung_up and hung_up[0]["prover"] == fingerprint(OLD)
+    for event in events:
+        text = repr(event)
+        assert OLD.hex() not in text and NEW.hex() not in text and repr(OLD) not in text and repr(NEW) not in text
+
+
+def test_a_peer_that_accepts_us_raises_no_suspicion_when_it_closes_later() -> None:
+    events = _capture()
+    try:
+        region, cluster, pump, clock = make_pair(region_secret=Secrets.of(NEW, OLD), cluster_secret=Secrets.of(OLD, NEW))
+        answered: list = []
+        cluster.call(Ping).addCallback(answered.append)
+        pump.flush()
+        cluster.transport.loseConnection()
+        pump.flush()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert answered == [{}] and not region.connected
+    assert not [e for e in events if "closed the connection after" in e.get("log_format", "")]
