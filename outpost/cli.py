@@ -6,10 +6,12 @@ code goes through one of the `wait_for` wrappers in this module (the admin
 command's blocking-API boundary).
 
 Most subcommands talk to a region over HTTP with an API token (``--token``,
-``$OUTPOST_TOKEN``, or the 0600 file ``~/.config/outpost/token``).  ``token``
-subcommands talk to the region's database directly, because making the
-first token cannot need a token: they read the region's configuration to
-find it (``--config``, as given to ``twistd regiond``).
+``$OUTPOST_TOKEN``, or the 0600 file ``~/.config/outpost/token``).  ``tokens``
+subcommands (``token`` is an alias) talk to the region's database directly,
+because making the first token cannot need a token: they read the region's
+configuration to find it (``--config``, as given to ``twistd regiond``).
+``secret`` subcommands work on this host's RPC secret file (see
+`outpost.secret`); they never print a secret, only fingerprints.
 
 Exit codes: 0 success; 1 error; 2 usage; 3 not found; 4 region or cluster
 unavailable (including timeouts); 5 authentication or permission refused.
@@ -21,7 +23,6 @@ import argparse
 import base64
 import json
 import os
-import stat
 import sys
 import time
 from pathlib import Path
@@ -30,48 +31,26 @@ from urllib.parse import quote, urlencode
 
 import crochet
 
-__all__ = ["main"]
+from outpost import cli_infra, cli_secret
+from outpost.cliutil import (
+    DEFAULT_URL,
+    EXIT_AUTH,
+    EXIT_ERROR,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    CommandError,
+    api,
+    emit,
+    region_dsn,
+    table,
+)
+from outpost.secret import SecretError
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_AUTH = 0, 1, 2, 3, 4, 5
-DEFAULT_URL = "http://127.0.0.1:5240/"
-TOKEN_FILE = Path("~/.config/outpost/token")
-HTTP_TIMEOUT = 30.0
-
-
-class CommandError(Exception):
-    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-_STATUS_EXIT = {401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 503: EXIT_UNAVAILABLE, 504: EXIT_UNAVAILABLE}
-
+__all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_NOT_FOUND", "EXIT_UNAVAILABLE", "EXIT_AUTH"]
 
 # -- the blocking boundary -------------------------------------------------
-
-
-@crochet.wait_for(timeout=HTTP_TIMEOUT + 5)
-def http_request(method: str, url: str, token: str | None, body: Any = None) -> Any:
-    """(status, parsed JSON body) of one request to the region."""
-    import treq
-
-    async def go() -> tuple[int, Any]:
-        headers = {"Accept": ["application/json"]}
-        if token:
-            headers["Authorization"] = [f"Bearer {token}"]
-        kwargs: dict[str, Any] = {"headers": headers, "timeout": HTTP_TIMEOUT}
-        if body is not None:
-            kwargs["json"] = body
-        response = await treq.request(method, url, **kwargs)
-        text = await response.text()
-        try:
-            return response.code, json.loads(text) if text else None
-        except ValueError:
-            return response.code, {"error": {"message": text[:200]}}
-
-    from twisted.internet.defer import Deferred
-
-    return Deferred.fromCoroutine(go())
 
 
 @crochet.wait_for(timeout=120)
@@ -98,60 +77,6 @@ def database_call(dsn: str, operation: str, **kwargs: Any) -> Any:
             await db.close()
 
     return Deferred.fromCoroutine(go())
-
-
-# -- helpers ---------------------------------------------------------------
-
-
-def region_dsn(config_path: str | None, dsn: str | None) -> str:
-    if dsn:
-        return dsn
-    from regiond.config import load_config
-    from regiond.db import EmbeddedPostgres
-
-    text = Path(config_path).read_text() if config_path else ""
-    config = load_config(text)
-    if config.database.dsn:
-        return config.database.dsn
-    return EmbeddedPostgres(None, config.postgres_dir).dsn
-
-
-def find_token(given: str | None) -> str:
-    if given:
-        return given
-    if os.environ.get("OUTPOST_TOKEN"):
-        return os.environ["OUTPOST_TOKEN"]
-    path = TOKEN_FILE.expanduser()
-    if path.exists():
-        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise CommandError(f"{path} is readable by others; chmod 600 {path}", EXIT_AUTH)
-        return path.read_text().strip()
-    raise CommandError("no API token: use --token, $OUTPOST_TOKEN or ~/.config/outpost/token", EXIT_AUTH)
-
-
-def api(args: argparse.Namespace, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
-    url = args.url.rstrip("/") + path
-    token = find_token(args.token) if auth else None
-    try:
-        status, data = http_request(method, url, token, body)
-    except crochet.TimeoutError:
-        raise CommandError(f"no answer from {args.url} within {HTTP_TIMEOUT:g}s", EXIT_UNAVAILABLE) from None
-    except Exception as e:
-        raise CommandError(f"cannot reach the region at {args.url}: {e}", EXIT_UNAVAILABLE) from None
-    if status >= 400:
-        error = (data or {}).get("error", {}) if isinstance(data, dict) else {}
-        raise CommandError(f"{error.get('message', 'HTTP ' + str(status))} (HTTP {status})", _STATUS_EXIT.get(status, EXIT_ERROR))
-    return data
-
-
-def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    cells = [list(map(str, headers))] + [[("" if c is None else str(c)) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
-
-
-def emit(args: argparse.Namespace, data: Any, human: str) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True) if args.json else human)
 
 
 # -- subcommands -----------------------------------------------------------
@@ -465,7 +390,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--token", help="API token (default $OUTPOST_TOKEN or ~/.config/outpost/token)")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    token = sub.add_parser("token", help="make, list and revoke API tokens (talks to the region's database)")
+    token = sub.add_parser("tokens", aliases=["token"], help="make, list and revoke API tokens (talks to the region's database)")
     token.add_argument("--config", help="the region's YAML config (to find its database)")
     token.add_argument("--dsn", help="the region database's DSN (instead of --config)")
     tsub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
@@ -477,6 +402,9 @@ def parser() -> argparse.ArgumentParser:
     revoke = tsub.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("id", type=int)
     revoke.set_defaults(func=cmd_token_revoke)
+
+    cli_secret.add_parser(sub)
+    cli_infra.add_parser(sub)
 
     clusters = sub.add_parser("clusters", help="list clusters; show or ping one")
     clusters.set_defaults(func=cmd_clusters)
@@ -592,6 +520,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as e:
         print(f"outpost: {e}", file=sys.stderr)
         return e.code
+    except SecretError as e:  # says what is wrong with the file, never what it holds
+        print(f"outpost: {e}", file=sys.stderr)
+        return EXIT_ERROR
     except Exception as e:  # a clear line, not a traceback, for an operator
         print(f"outpost: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_ERROR

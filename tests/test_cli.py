@@ -13,7 +13,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
-from outpost import cli
+from outpost import cli, cliutil
 from tests.daemons import api_get, env, eventually, free_port, make_cluster, make_region, state_dir
 
 
@@ -102,7 +102,7 @@ async def test_token_lifecycle_through_the_database(live) -> None:
     assert made.returncode == 0, made.stderr
     created = json.loads(made.stdout)
     assert created["role"] == "read" and created["token"].startswith("opt_")
-    listed = await deferToThread(run, "--json", "token", "--config", config, "list")
+    listed = await deferToThread(run, "--json", "tokens", "--config", config, "list")  # the documented spelling; token is an alias
     tokens = json.loads(listed.stdout)
     assert any(t["id"] == created["id"] and t["role"] == "read" for t in tokens)
     assert created["token"] not in listed.stdout, "token values are never shown again"
@@ -116,30 +116,38 @@ async def test_token_lifecycle_through_the_database(live) -> None:
     assert again.returncode == cli.EXIT_NOT_FOUND
 
 
-@pytest.mark.parametrize("argv", [[], ["token"], ["token", "create"], ["clusters"], ["clusters", "ping"], ["status"],
-                                  ["machines"], ["machines", "list"], ["machines", "power"], ["machines", "power-query"]])
+@pytest.mark.parametrize("argv", [[], ["token"], ["token", "create"], ["tokens"], ["tokens", "create"], ["clusters"], ["clusters", "ping"],
+                                  ["status"], ["machines"], ["machines", "list"], ["machines", "power"], ["machines", "power-query"],
+                                  ["secret"], ["secret", "show-path"], ["secret", "status"], ["secret", "rotate"],
+                                  ["secret", "rotate", "add"], ["secret", "rotate", "promote"], ["secret", "rotate", "retire"]])
 def test_every_level_has_help(argv: list[str]) -> None:
     result = run(*argv, "--help")
     assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_tokens_is_the_documented_spelling_and_token_still_works() -> None:
+    assert "tokens (token)" in run("--help").stdout
+    for spelling in ("tokens", "token"):
+        assert cli.parser().parse_args([spelling, "revoke", "7"]).func is cli.cmd_token_revoke
 
 
 def test_token_comes_from_flag_then_environment_then_a_private_file(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("OUTPOST_TOKEN", raising=False)
     with pytest.raises(cli.CommandError) as info:
-        cli.find_token(None)
+        cliutil.find_token(None)
     assert info.value.code == cli.EXIT_AUTH
     path = tmp_path / ".config" / "outpost" / "token"
     path.parent.mkdir(parents=True)
     path.write_text("opt_file\n")
     path.chmod(0o644)
     with pytest.raises(cli.CommandError, match="readable by others"):
-        cli.find_token(None)
+        cliutil.find_token(None)
     path.chmod(0o600)
-    assert cli.find_token(None) == "opt_file"
+    assert cliutil.find_token(None) == "opt_file"
     monkeypatch.setenv("OUTPOST_TOKEN", "opt_env")
-    assert cli.find_token(None) == "opt_env"
-    assert cli.find_token("opt_flag") == "opt_flag"
+    assert cliutil.find_token(None) == "opt_env"
+    assert cliutil.find_token("opt_flag") == "opt_flag"
 
 
 def test_table_aligns_columns() -> None:
