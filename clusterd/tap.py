@@ -16,6 +16,9 @@ from twisted.web.server import Site
 from clusterd.cloudstack.client import CloudStackClient
 from clusterd.config import load_config
 from clusterd.connector import RegionConnector
+from clusterd.infrastructure.driver import DriverContext
+from clusterd.infrastructure.registry import DriverRegistry
+from clusterd.infrastructure.work import InfrastructureWork
 from clusterd.machines import MachineWork
 from clusterd.responders import ClusterResponders
 from clusterd.site import DeviceFollower, SiteService
@@ -26,9 +29,9 @@ from outpost import __version__
 from outpost.config import ConfigError, read_config_file
 from outpost.logs import use_log_format
 from outpost.metrics import Metrics, metrics_site_root
-from outpost.secret import SecretError, load_secret
+from outpost.secret import SecretError, SecretFile
 
-CAPABILITIES = ("rpc/1", "cloudstack/1")
+CAPABILITIES = ("rpc/1", "cloudstack/1", "infrastructure/1")
 #: Said only by a cluster with a MAAS (real or simulated), so the region syncs only those.
 MAAS_CAPABILITY = "maas/1"
 
@@ -38,7 +41,7 @@ class Options(usage.Options):
     longdesc = "The Outpost cluster daemon: connects to every region process and does the site's work."
     optParameters = [
         ["config", "c", None, "YAML configuration file"],
-        ["secret-file", None, None, "file holding the shared RPC secret (hex, mode 0600)"],
+        ["secret-file", None, None, "file holding the shared RPC secrets (hex, one a line, mode 0600)"],
         ["name", None, None, "this cluster's name (default: the host's short name)"],
         ["state-dir", None, None, "directory for the cluster's own state"],
         ["log-format", None, "text", "text, or json for one JSON object per line on standard output"],
@@ -67,7 +70,8 @@ class Options(usage.Options):
         except ConfigError as e:
             raise usage.UsageError(f"{self['config'] or 'options'}: {e}") from None
         try:
-            self["secret"] = load_secret(config.secret_path)
+            # Read now to fail fast; the connector re-reads it for every new connection.
+            self["secret"] = SecretFile.load(config.secret_path)
             self["uuid"] = load_or_create_uuid(config.state_dir)
         except (SecretError, ValueError, OSError) as e:
             raise usage.UsageError(str(e)) from None
@@ -95,7 +99,23 @@ def build_service(reactor: Any, options: Options) -> MultiService:
         reactor, mounter, region=lambda: connector.getClient(), mount_root=config.mount_root, orphans=config.orphans,
         client_factory=None if metrics is None else _metered_cloudstack(reactor, metrics),
     )
-    SiteService(reactor, config, machines, volumes, external_metrics=None if metrics is None else metrics.external).setServiceParent(top)
+    infrastructure = InfrastructureWork(
+        reactor,
+        DriverRegistry.discover(
+            DriverContext(reactor, {}, config.state_dir / "infrastructure" / "drivers", machines=machines, volumes=volumes,
+                          metrics=None if metrics is None else metrics.external),
+            config.infrastructure.drivers,
+        ),
+        config.state_dir / "infrastructure",
+        region=lambda: connector.getClient(),
+        interval=config.infrastructure.interval,
+        max_interval=config.infrastructure.max_interval,
+    )
+    SiteService(reactor, config, machines, volumes, external_metrics=None if metrics is None else metrics.external,
+                infrastructure=infrastructure).setServiceParent(top)
+    # After the site (a simulated VIM is up before polls resume), before the connector
+    # (the journal is loaded before the region can call).
+    infrastructure.setServiceParent(top)
     if config.simulate_devices:
         DeviceFollower(reactor, volumes).setServiceParent(top)
     connector = RegionConnector(
@@ -106,22 +126,26 @@ def build_service(reactor: Any, options: Options) -> MultiService:
         name=config.name,
         version=__version__,
         capabilities=CAPABILITIES + ((MAAS_CAPABILITY,) if config.maas or config.simulate_maas else ()),
-        locator_factory=lambda proto: _responders(proto, machines, volumes, metrics),
+        locator_factory=lambda proto: _responders(proto, machines, volumes, infrastructure, metrics),
     )
+    # Reports waiting out a backoff go at once when a region connection comes (back) up.
+    connector.on_live.append(lambda: infrastructure.monitor.retry_now())
     connector.setServiceParent(top)
     if metrics is not None:
-        metrics.add_collector(lambda: _cluster_gauges(connector))
+        metrics.add_collector(lambda: _cluster_gauges(connector, infrastructure))
         endpoint = serverFromString(reactor, config.metrics_listen)
         StreamServerEndpointService(endpoint, Site(metrics_site_root(metrics.registry))).setServiceParent(top)
     return top
 
 
-def _responders(proto: Any, machines: MachineWork, volumes: VolumeWork, metrics: Metrics | None) -> ClusterResponders:
+def _responders(
+    proto: Any, machines: MachineWork, volumes: VolumeWork, infrastructure: InfrastructureWork, metrics: Metrics | None
+) -> ClusterResponders:
     # The connector builds its RPC factories itself; every protocol passes
     # through here before it connects, so this is where it gets the metrics.
     if metrics is not None:
         proto.metrics = metrics.rpc
-    return ClusterResponders(machines, volumes)
+    return ClusterResponders(machines, volumes, infrastructure)
 
 
 def _metered_cloudstack(reactor: Any, metrics: Metrics) -> Any:
@@ -132,10 +156,17 @@ def _metered_cloudstack(reactor: Any, metrics: Metrics) -> Any:
 
 
 
-def _cluster_gauges(connector: RegionConnector) -> Iterable[Metric]:
+def _cluster_gauges(connector: RegionConnector, infrastructure: InfrastructureWork) -> Iterable[Metric]:
     yield GaugeMetricFamily(
         "outpost_cluster_region_connections", "Live, authenticated RPC connections to region processes",
         value=len(connector.live),
     )
-    # Undelivered callbacks in the cluster journal go here once the journal exists
-    # (outpost_cluster_journal_undelivered, its length read at scrape time).
+    yield GaugeMetricFamily(
+        "outpost_cluster_journal_undelivered",
+        "Infrastructure task completions in the cluster journal that no region has acknowledged yet",
+        value=infrastructure.undelivered_count,
+    )
+    yield GaugeMetricFamily(
+        "outpost_cluster_infrastructure_tasks_monitored", "Accepted infrastructure requests the cluster is polling until they end",
+        value=infrastructure.monitored_count,
+    )

@@ -326,6 +326,23 @@ def test_a_report_is_retried_with_backoff_until_a_region_acknowledges_it(tmp_pat
     assert len(region.reports) == 1
 
 
+def test_a_report_waiting_out_its_backoff_goes_at_once_when_a_region_connects(tmp_path: Path) -> None:
+    region = FakeRegion()
+    region.down = True
+    monitor, driver, region, clock = make_monitor(tmp_path, region=region, max_interval=600)
+    driver.tasks["req-1"] = [COMPLETE]
+    watch(monitor)
+    step(clock, 64)  # attempts after 1, 2, 4, 8, 16, 32 s: the next waits 64 s
+    attempts = region.attempts
+    region.down = False
+    monitor.retry_now()
+    assert region.attempts == attempts + 1 and len(region.reports) == 1
+    assert monitor.journal.undelivered_count == 0
+    monitor.retry_now()  # nothing is waiting: nothing is sent
+    step(clock, 700)
+    assert len(region.reports) == 1 and clock.getDelayedCalls() == []
+
+
 def test_a_report_that_gets_no_answer_times_out_and_is_sent_again(tmp_path: Path) -> None:
     region = FakeRegion()
     region.hang = True

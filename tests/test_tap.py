@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytest_twisted
 from twisted.python.usage import UsageError
 
 from clusterd import tap as cluster_tap
@@ -100,3 +101,78 @@ def test_a_region_that_cannot_start_exits_non_zero(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result.stdout[-2000:]
     assert "Region failed to start" in result.stdout
+
+
+def _cluster_tree(tmp_path: Path, yaml_text: str) -> tuple[object, list[object]]:
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml_text)
+    write_secret(tmp_path / "secret", b"s" * 32)
+    options = cluster_tap.Options()
+    options.parseOptions(["--config", str(config), "--state-dir", str(tmp_path / "state"), "--secret-file", str(tmp_path / "secret")])
+    from twisted.internet.task import Clock
+
+    top = cluster_tap.build_service(Clock(), options)
+    return options, list(top)
+
+
+def test_the_cluster_does_infrastructure_work_with_its_journal_in_the_state_dir(tmp_path: Path) -> None:
+    from clusterd.connector import RegionConnector
+    from clusterd.infrastructure.work import InfrastructureWork
+    from clusterd.site import SiteService
+
+    options, services = _cluster_tree(
+        tmp_path,
+        "regions: ['http://r:5240/']\n"
+        "infrastructure: {drivers: {acme: {zone: north}}, monitor: {interval: 2, max_interval: 20}}\n",
+    )
+    [work] = [s for s in services if isinstance(s, InfrastructureWork)]
+    kinds = [type(s) for s in services]
+    assert kinds.index(SiteService) < kinds.index(InfrastructureWork) < kinds.index(RegionConnector), (
+        "the journal is loaded before the region can call, and after a simulated VIM is up")
+    assert work.state_dir == tmp_path / "state" / "infrastructure"
+    assert (work.interval, work.max_interval) == (2.0, 20.0)
+    assert work.registry.configs == {"acme": {"zone": "north"}}
+    assert work.registry.context.state_dir == tmp_path / "state" / "infrastructure" / "drivers"
+    [site] = [s for s in services if isinstance(s, SiteService)]
+    assert site.infrastructure is work
+    assert work.registry.context.machines is site.machines and work.registry.context.volumes is site.volumes
+    [connector] = [s for s in services if isinstance(s, RegionConnector)]
+    assert "infrastructure/1" in connector.capabilities
+
+    class Proto:
+        pass
+
+    responders = connector.locator_factory(Proto())  # type: ignore[misc]
+    assert responders._infrastructure is work  # type: ignore[attr-defined]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_simulated_vim_starts_with_the_site_and_the_simulated_driver_points_at_it(tmp_path: Path) -> None:
+    import treq
+    from twisted.internet import reactor
+
+    from clusterd.infrastructure.work import InfrastructureWork
+    from clusterd.site import SiteService
+
+    config = tmp_path / "cluster.yaml"
+    config.write_text("regions: ['http://r:5240/']\n"
+                      "simulate: {vim: {create_duration: 0.5}}\n"
+                      "infrastructure: {drivers: {simulated: {timeout: 7}}}\n")
+    write_secret(tmp_path / "secret", b"s" * 32)
+    options = cluster_tap.Options()
+    options.parseOptions(["--config", str(config), "--state-dir", str(tmp_path / "state"), "--secret-file", str(tmp_path / "secret")])
+    services = list(cluster_tap.build_service(reactor, options))
+    [site] = [s for s in services if isinstance(s, SiteService)]
+    [work] = [s for s in services if isinstance(s, InfrastructureWork)]
+    site.startService()
+    try:
+        await site._started  # type: ignore[attr-defined]
+        settings = work.registry.configs["simulated"]
+        assert settings["timeout"] == 7, "the configured settings are kept"
+        assert settings["url"].startswith("http://127.0.0.1:")
+        response = await treq.get(settings["url"].rstrip("/") + "/v1", timeout=10)
+        assert response.code == 200
+        await treq.content(response)
+    finally:
+        await site.stopService()
+    assert site._vim is None  # type: ignore[attr-defined]

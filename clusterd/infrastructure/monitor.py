@@ -87,6 +87,7 @@ class TaskMonitor:
     _polling: dict[str, Deferred[None]] = attrs.field(init=False, factory=dict, repr=False)
     _delivering: dict[str, Deferred[None]] = attrs.field(init=False, factory=dict, repr=False)
     _running: bool = attrs.field(init=False, default=False)
+    _naps: set[Deferred[None]] = attrs.field(init=False, factory=set, repr=False)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -201,13 +202,31 @@ class TaskMonitor:
                              "{error}; will try again", request=completion.request_id, n=attempt, error=_message(e))
             else:
                 break
-            await deferLater(self.reactor, delay, lambda: None)
+            await self._nap(delay)
             delay = following(delay)
         try:
             self.journal.acknowledge(completion.request_id)
         except JournalError:
             pass  # logged by the journal; gone from memory, and from the file with the next write
         log.info("Region acknowledged the end of infrastructure request {request}", request=completion.request_id)
+
+    def retry_now(self) -> None:
+        """Try every waiting report again now (a region connection has just come up)."""
+        for nap in list(self._naps):
+            if not nap.called:
+                nap.callback(None)
+
+    async def _nap(self, delay: float) -> None:
+        """Wait `delay` seconds, or less if `retry_now` is called."""
+        nap: Deferred[None] = Deferred()
+        call = self.reactor.callLater(delay, lambda: nap.called or nap.callback(None))
+        self._naps.add(nap)
+        try:
+            await nap
+        finally:
+            self._naps.discard(nap)
+            if call.active():
+                call.cancel()
 
     async def send(self, completion: Completion) -> None:
         """One attempt: the region's answer is the acknowledgement."""
