@@ -78,6 +78,21 @@ class Demo:
         except urllib.error.HTTPError as e:
             return e.code, json.load(e)
 
+    def first_event(self, query: str) -> dict[str, Any]:
+        """The first event the server-sent event stream gives for `query` (read as any SSE client would)."""
+        request = urllib.request.Request(f"{self.url}/api/v1/events/stream?{query}", headers={
+            "Authorization": f"Bearer {self.token}", "Accept": "text/event-stream"})
+        fields: dict[str, str] = {}
+        with urllib.request.urlopen(request, timeout=30) as response:
+            for raw in response:
+                line = raw.decode().rstrip("\n")
+                if not line and "data" in fields:
+                    return {"id": fields.get("id"), "event": fields.get("event"), "data": json.loads(fields["data"])}
+                if line and not line.startswith(":"):
+                    key, _, value = line.partition(":")
+                    fields[key] = value.removeprefix(" ")
+        raise SystemExit("the event stream ended without an event")
+
     def wait(self, what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -122,7 +137,8 @@ class Demo:
         code, endpoints = self.call("GET", "/api/v1/rpc-endpoints")
         listed = ", ".join(f"{e['host']}:{e['port']}" for e in endpoints["endpoints"])
         show(f"region processes: {listed}")
-        sites = {"site-a": {"simulate": {"maas": {"machines": 8, "seed": 1, "speed": 0.05}}},
+        sites = {"site-a": {"simulate": {"maas": {"machines": 8, "seed": 1, "speed": 0.05}, "vim": {"create_duration": 1.0}},
+                            "infrastructure": {"monitor": {"interval": 0.2, "max_interval": 1.0}}},
                  "site-b": {"simulate": {"maas": {"machines": 8, "seed": 2, "speed": 0.05}}},
                  "site-c": {"simulate": {"maas": {"machines": 6, "seed": 3, "speed": 0.05},
                                          "cloudstack": {"listen": f"tcp:{cs_port}:interface=127.0.0.1", "api_key": CS_KEY,
@@ -197,8 +213,48 @@ class Demo:
         example = next(r for r in body["resources"] if r["target"]["targetType"] == "project")
         show(f"e.g. {example['mountPoint']['default']}")
 
-        say("Infrastructure (Ignition) API: not built yet (issue 5)")
+        say("Infrastructure (Ignition API) on site-a's simulated VIM: create, query, then the task event")
+        location = {"name": "site-a", "type": "simulated", "properties": {}}
+        code, accepted = self.call("POST", "/api/infrastructure/create", {
+            "deploymentLocation": location, "templateType": "simulated", "systemProperties": {"resourceName": "demo-web"},
+            "properties": {"flavor": "large"}, "template": VIM_TEMPLATE})
+        show(f"POST /api/infrastructure/create -> {code}: infrastructureId {accepted['infrastructureId'][:8]}, requestId {accepted['requestId'][:8]}")
+        query = {**accepted, "deploymentLocation": location}
+        show(f"POST /api/infrastructure/query -> {self.call('POST', '/api/infrastructure/query', query)[1]['status']}")
+        task = self.wait("COMPLETE", lambda: (t := self.call("POST", "/api/infrastructure/query", query)[1])["status"] != "IN_PROGRESS" and t)
+        show(f"... then {task['status']} with outputs {task['outputs']}")
+        event = self.first_event(f"type=infrastructure.task&request_id={accepted['requestId']}&after=0")
+        show(f"GET /api/v1/events/stream: event {event['id']} {event['event']}: {event['data']['data']}")
+        say("The same API on site-a's MAAS (the maas driver): two Ready machines, deployed")
+        code, accepted = self.call("POST", "/api/infrastructure/create", {
+            "deploymentLocation": {"name": "site-a", "type": "maas"}, "templateType": "maas",
+            "systemProperties": {"resourceName": "demo-pair"}, "template": MAAS_TEMPLATE})
+        show(f"POST /api/infrastructure/create -> {code}")
+        query = {**accepted, "deploymentLocation": {"name": "site-a", "type": "maas"}}
+        task = self.wait("COMPLETE", lambda: (t := self.call("POST", "/api/infrastructure/query", query)[1])["status"] != "IN_PROGRESS" and t,
+                         timeout=120)
+        machines = (task.get("outputs") or {}).get("machines", [])
+        show(f"{task['status']}: " + ", ".join(f"{m['hostname']} ({m['role']})" for m in machines)
+             + (f" {task['failureDetails']}" if task.get("failureDetails") else ""))
         say("Stopping everything")
+
+
+VIM_TEMPLATE = """
+parameters:
+  flavor: {default: small}
+resources:
+  server: {type: Simulated::Server, properties: {flavor: {get_param: flavor}}}
+outputs:
+  server_ip: {get_attr: [server, ip]}
+  flavor: {get_attr: [server, flavor]}
+"""
+
+MAAS_TEMPLATE = """
+machines:
+  - name: web
+    count: 2
+    deploy: {distro_series: jammy}
+"""
 
 
 def _appliance(port: int) -> str | None:

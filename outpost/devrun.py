@@ -89,7 +89,7 @@ def main() -> int:
 
         wait_until(healthy, 60, "the region", procs)
         cluster_yaml = state / "cluster.yaml"
-        cluster_yaml.write_text("simulate:\n  maas: {machines: 20, seed: 1, speed: 0.1}\n")
+        cluster_yaml.write_text("simulate:\n  maas: {machines: 20, seed: 1, speed: 0.1}\n  vim: {create_duration: 2.0}\n")
         cluster_log = open(state / "clusterd.log", "ab")
         procs.append(subprocess.Popen(
             [*twistd, "-n", "--pidfile=", "clusterd", "--config", str(cluster_yaml), "--region", base + "/", "--name", "sim-1",
@@ -107,8 +107,8 @@ def main() -> int:
                 return json.load(r)["total"] > 0
 
         wait_until(cluster_connected, 60, "the cluster to register", procs)
-        print("Outpost is running: one region (embedded PostgreSQL) and one cluster with a simulated MAAS"
-              " of 20 machines. Ctrl-C stops it.")
+        print("Outpost is running: one region (embedded PostgreSQL) and one cluster, sim-1, with a simulated MAAS"
+              " of 20 machines and a simulated VIM (deployment location sim-1, type simulated or maas). Ctrl-C stops it.")
         print(f"API: {base}/api/")
         print(f"TOKEN: {token}", flush=True)
         while all(p.poll() is None for p in procs):

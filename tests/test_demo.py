@@ -16,4 +16,7 @@ def test_the_narrated_demo_runs_every_step_and_stops_everything() -> None:
     assert "Deployed" in out and "unavailable (8 machines not queried)" in out
     assert "cleanup: cleaned; disks Deleted, Deleted" in out
     assert "GET /api/storage-resources/ -> 200" in out
+    assert "POST /api/infrastructure/query -> IN_PROGRESS" in out and "... then COMPLETE with outputs" in out
+    assert "infrastructure.task: {'status': 'COMPLETE'" in out
+    assert "POST /api/infrastructure/create -> 202\n" in out and "(web), " in out
     assert "still running: none" in out
