@@ -35,6 +35,7 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/machines.py
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/volumes.py
+	$(BIN)/python bench/infrastructure.py
 
 clean:
 	rm -rf $(VENV) .run build *.egg-info
