@@ -111,7 +111,7 @@ class RegionApp:
             self.gauges = gauges = RegionGauges(self.registry, self.db)
             self.metrics.add_collector(gauges.collect)
         if self.storage_config is not None:
-            self.storage = StorageService(self.reactor, self.storage_config)
+            self.storage = StorageService(self.reactor, self.storage_config, metrics=None if self.metrics is None else self.metrics.external)
         self.volume_service = VolumeService(
             self.registry, CloudStackConfigStore(self.db, self.region_secret), VolumeJobStore(self.db)
         )

@@ -150,6 +150,8 @@ class MemoryStack:
     hpc: HpcUserSimulator
     config: StorageConfig
     clock: Clock = attrs.field(factory=Clock)
+    #: `outpost.metrics.ExternalCallMetrics` given to the service, or None.
+    metrics: Any = None
     service: StorageService = attrs.field(init=False)
     upstream: StubTreq = attrs.field(init=False)
     api: StubTreq = attrs.field(init=False)
@@ -175,7 +177,7 @@ class MemoryStack:
 
     def __attrs_post_init__(self) -> None:
         self.upstream = StubTreq(_Upstreams(WaldurResource(self.waldur, self.clock), HpcUserResource(self.hpc, self.clock)))
-        self.service = StorageService(self.clock, self.config, http=self.upstream)
+        self.service = StorageService(self.clock, self.config, http=self.upstream, metrics=self.metrics)
         self.api = StubTreq(ApiResource(self.service.routes(), authenticate))
 
     def settle(self, d: Deferred[Any], max_seconds: float = 600.0) -> Any:

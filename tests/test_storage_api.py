@@ -305,3 +305,21 @@ async def test_over_tcp_the_listing_comes_from_the_simulators(tcp_stack: TcpStac
     assert (await tcp_stack.get(STORAGE, token=None)).status == 401
     assert (await tcp_stack.get("/api/v1/storage/gid-cache")).json()["total_entries"] > 0
     assert tcp_stack.hpc.token_requests == 1 and READ_TOKEN
+
+
+def test_waldur_and_hpc_user_api_calls_are_counted_by_operation_and_outcome() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from outpost.metrics import ExternalCallMetrics
+
+    registry = CollectorRegistry()
+    stack = MemoryStack.create(resources=20, seed=1)
+    stack = MemoryStack(stack.waldur, stack.hpc, stack.config, stack.clock, metrics=ExternalCallMetrics(registry))
+    body(stack)
+
+    def calls(service: str, operation: str, outcome: str = "ok") -> float:
+        return registry.get_sample_value(
+            "outpost_external_calls_total", {"service": service, "operation": operation, "outcome": outcome}) or 0
+
+    assert calls("waldur", "marketplace-resources") >= 1
+    assert calls("hpc_user_api", "token") == 1 and calls("hpc_user_api", "projects") >= 1

@@ -68,6 +68,8 @@ class StorageService:
     reactor: IReactorTime
     config: StorageConfig
     http: HTTPClient | None = None
+    #: `outpost.metrics.ExternalCallMetrics` for the Waldur and HPC User API calls, or None.
+    metrics: Any = attrs.field(default=None, kw_only=True, repr=False)
     waldur: WaldurClient = attrs.field(init=False)
     resolver: GidResolver = attrs.field(init=False)
     transformer: Transformer = attrs.field(init=False)
@@ -79,9 +81,10 @@ class StorageService:
             http, self._pool = make_http_client(self.reactor)
         config = self.config
         self.waldur = WaldurClient(
-            self.reactor, http, config.waldur_api_url, config.waldur_api_token, timeout=config.waldur_timeout, retries=config.waldur_retries
+            self.reactor, http, config.waldur_api_url, config.waldur_api_token, timeout=config.waldur_timeout, retries=config.waldur_retries,
+            metrics=self.metrics,
         )
-        client = HpcUserClient(self.reactor, http, config.hpc_user_api) if config.hpc_user_api is not None else None
+        client = HpcUserClient(self.reactor, http, config.hpc_user_api, metrics=self.metrics) if config.hpc_user_api is not None else None
         self.resolver = GidResolver(client, config.backend_settings.development_mode)
         self.transformer = Transformer(config.backend_settings, self.waldur.root + "/api")
 

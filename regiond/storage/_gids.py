@@ -58,10 +58,13 @@ class HpcUserClient:
     _waiters: list[Deferred[str]] | None = attrs.field(init=False, default=None, repr=False)
     _upstream: Upstream = attrs.field(init=False, repr=False)
     token_fetches: int = attrs.field(init=False, default=0)
+    #: `outpost.metrics.ExternalCallMetrics` (``service="hpc_user_api"``), or None.
+    metrics: Any = attrs.field(default=None, kw_only=True, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._upstream = Upstream(
-            self.reactor, self.http, "HPC User API", self.config.timeout, self.retries, error=HpcUserApiError, timeout_error=HpcUserApiTimeout
+            self.reactor, self.http, "HPC User API", self.config.timeout, self.retries, error=HpcUserApiError, timeout_error=HpcUserApiTimeout,
+            metrics=self.metrics, service="hpc_user_api",
         )
 
     @property
@@ -76,7 +79,7 @@ class HpcUserClient:
             "client_secret": self.config.client_secret,
             "scope": self.config.oidc_scope,
         }
-        answer = await self._upstream.call("POST", url, headers={"Accept": "application/json"}, data=form)
+        answer = await self._upstream.call("POST", url, headers={"Accept": "application/json"}, data=form, operation="token")
         if answer.status != 200:
             raise HpcUserApiError.from_status("The OIDC token endpoint", "POST", url, answer.status)
         try:
@@ -127,7 +130,8 @@ class HpcUserClient:
         for attempt in (1, 2):
             token = await self.token()
             answer, body = await self._upstream.get_json(
-                url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}, params=[("projects", n) for n in names]
+                url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}, params=[("projects", n) for n in names],
+                operation="projects",
             )
             if answer.status == 401 and attempt == 1:
                 self.forget_token()  # revoked or expired early: one more try with a new token

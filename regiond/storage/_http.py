@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web._newclient import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
 from twisted.web.client import HTTPConnectionPool
 
+from outpost.metrics import observe_external
 from regiond.storage.errors import UpstreamError, UpstreamTimeout
 
 __all__ = ["HTTPClient", "Upstream", "Answer", "make_http_client", "MAX_BODY", "RETRY_STATUSES"]
@@ -106,6 +107,10 @@ class Upstream:
     timeout_error: type[UpstreamTimeout] = UpstreamTimeout
     #: Seconds to wait before retry 1, 2, ... (the last repeats).
     backoff: Sequence[float] = (0.25, 1.0, 2.0)
+    #: Counts every call (retries included) as ``service``/operation/outcome; None records nothing.
+    metrics: Any = attrs.field(default=None, kw_only=True, repr=False)
+    #: This upstream's ``service`` label in `metrics` (e.g. ``waldur``).
+    service: str = attrs.field(default="", kw_only=True)
 
     async def _once(self, method: str, url: str, kwargs: dict[str, Any]) -> Answer:
         response = await self.http.request(method, url, **kwargs)
@@ -124,13 +129,28 @@ class Upstream:
         headers: Mapping[str, str],
         params: Sequence[tuple[str, str]] | None = None,
         data: Mapping[str, str] | None = None,
+        operation: str = "",
     ) -> Answer:
         """
         The answer to `method` `url`, retried as the policy says; raises
         `error` (unreachable, or still failing after the retries) or
         `timeout_error`.  An HTTP error status that is not retried is an
-        answer, not an exception.
+        answer, not an exception.  Recorded under `operation` (default: the method).
         """
+        return await observe_external(
+            self.metrics, self.reactor, self.service or self.name, operation or method, UpstreamError,
+            self._call(method, url, headers=headers, params=params, data=data),
+        )
+
+    async def _call(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Sequence[tuple[str, str]] | None,
+        data: Mapping[str, str] | None,
+    ) -> Answer:
         kwargs: dict[str, Any] = {"headers": dict(headers)}
         if params:
             kwargs["params"] = list(params)
@@ -164,9 +184,11 @@ class Upstream:
             )
             await deferLater(self.reactor, delay, lambda: None)
 
-    async def get_json(self, url: str, *, headers: Mapping[str, str], params: Sequence[tuple[str, str]] | None = None) -> tuple[Answer, Any]:
+    async def get_json(
+        self, url: str, *, headers: Mapping[str, str], params: Sequence[tuple[str, str]] | None = None, operation: str = ""
+    ) -> tuple[Answer, Any]:
         """GET `url`; the answer and its body as JSON when the status is 200 (else None)."""
-        answer = await self.call("GET", url, headers=headers, params=params)
+        answer = await self.call("GET", url, headers=headers, params=params, operation=operation)
         if answer.status != 200:
             return answer, None
         try:

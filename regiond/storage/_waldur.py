@@ -57,11 +57,14 @@ class WaldurClient:
     timeout: float = 30.0
     retries: int = 2
     user_agent: str = "outpost-region"
+    #: `outpost.metrics.ExternalCallMetrics` (``service="waldur"``), or None.
+    metrics: Any = attrs.field(default=None, kw_only=True, repr=False)
     _upstream: Upstream = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._upstream = Upstream(
-            self.reactor, self.http, "Waldur", self.timeout, self.retries, error=WaldurError, timeout_error=WaldurTimeout
+            self.reactor, self.http, "Waldur", self.timeout, self.retries, error=WaldurError, timeout_error=WaldurTimeout,
+            metrics=self.metrics, service="waldur",
         )
 
     @property
@@ -77,7 +80,7 @@ class WaldurClient:
 
     async def _page(self, path: str, params: list[tuple[str, str]]) -> WaldurPage:
         url = f"{self.root}/api/{path}"
-        answer, body = await self._upstream.get_json(url, headers=self._headers(), params=params)
+        answer, body = await self._upstream.get_json(url, headers=self._headers(), params=params, operation=path.split("/")[0])
         if answer.status == 404 and path.startswith("marketplace-resources/"):
             # Waldur's "Invalid page.": past the last page.
             return WaldurPage([], None, False)
