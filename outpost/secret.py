@@ -47,6 +47,8 @@ from typing import Callable, Iterator
 import attrs
 from twisted.logger import Logger
 
+from outpost.files import write_private_atomically
+
 __all__ = [
     "SecretError",
     "MIN_BYTES",
@@ -322,32 +324,15 @@ def write_secrets(path: Path, contents: Secrets) -> None:
         before: os.stat_result | None = path.stat()
     except FileNotFoundError:
         before = None
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{_random.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    owner = None if before is None else (before.st_uid, before.st_gid)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o600)  # whatever the umask
-            if before is not None and (before.st_uid, before.st_gid) != (os.geteuid(), os.getegid()):
-                try:
-                    os.fchown(f.fileno(), before.st_uid, before.st_gid)
-                except PermissionError:
-                    raise SecretError(
-                        f"cannot keep the owner of {path} (uid {before.st_uid}, gid {before.st_gid}): "
-                        "run this as root or as that user"
-                    ) from None
-            f.write(contents.render())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+        write_private_atomically(path, contents.render().encode("utf-8"), owner=owner)
+    except PermissionError:
+        if owner is None:
+            raise
+        raise SecretError(
+            f"cannot keep the owner of {path} (uid {owner[0]}, gid {owner[1]}): run this as root or as that user"
+        ) from None
 
 
 def write_secret(path: Path, secret: bytes) -> None:

@@ -18,10 +18,38 @@ from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.protocols.policies import WrappingFactory
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
-__all__ = ["quiet_site", "serve", "unserve", "origin_of", "named_values", "StopSimulator"]
+__all__ = ["SimulatorResource", "quiet_site", "serve", "unserve", "origin_of", "named_values", "StopSimulator"]
+
+log = Logger()
+
+
+class SimulatorResource(Resource):
+    """
+    A simulator's whole HTTP API: every request is answered by the coroutine
+    `_handle`; `reactor` times injected latency.
+    """
+
+    isLeaf = True
+    #: Names the simulator in the log line of a request it failed to answer.
+    label = "Simulator"
+
+    def __init__(self, simulator: Any, reactor: Any) -> None:
+        super().__init__()
+        self.sim = simulator
+        self.reactor = reactor
+
+    def render(self, request: Request) -> Any:
+        d = Deferred.fromCoroutine(self._handle(request))
+        d.addErrback(lambda f: log.failure("{label} failed to answer", f, label=self.label))
+        return NOT_DONE_YET
+
+    async def _handle(self, request: Request) -> None:
+        raise NotImplementedError
 
 
 def quiet_site(resource: Resource, **site_options: Any) -> WrappingFactory:

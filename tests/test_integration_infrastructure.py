@@ -111,21 +111,31 @@ async def status(region: Region, token: str, name: str, ids: dict[str, str]) -> 
     return task
 
 
+def site(base: Path, name: str, create_duration: float) -> tuple[Region, Daemon, Daemon, EventStream]:
+    """A region, a VIM simulator and a cluster `name` using it (not started)."""
+    region = make_region(base)
+    vim, vim_url = vim_sim(base, create_duration=create_duration)
+    return region, vim, infra_cluster(base, name, region, vim_url), EventStream()
+
+
+async def start(region: Region, vim: Daemon, cluster: Daemon, stream: EventStream) -> str:
+    """Start them, wait for the cluster to register and follow the task events; an admin token."""
+    vim.start()
+    region.start()
+    await region.wait_healthy()
+    token = await region.make_token("admin")
+    cluster.start()
+    await registered(region, token)
+    await stream.open(region, token, "type=infrastructure.task")
+    return token
+
+
 @pytest_twisted.ensureDeferred
 async def test_create_query_complete_find_and_delete_with_the_event_on_the_stream() -> None:
     base = state_dir()
-    region = make_region(base)
-    vim, vim_url = vim_sim(base, create_duration=1.5)
-    cluster = infra_cluster(base, "infra-site", region, vim_url)
-    stream = EventStream()
+    region, vim, cluster, stream = site(base, "infra-site", create_duration=1.5)
     try:
-        vim.start()
-        region.start()
-        await region.wait_healthy()
-        token = await region.make_token("admin")
-        cluster.start()
-        await registered(region, token)
-        await stream.open(region, token, "type=infrastructure.task")
+        token = await start(region, vim, cluster, stream)
 
         code, accepted = await ignition(region, "create", token, {
             "deploymentLocation": location("infra-site"), "template": TEMPLATE, "templateType": "simulated",
@@ -192,18 +202,9 @@ async def test_create_query_complete_find_and_delete_with_the_event_on_the_strea
 @pytest_twisted.ensureDeferred
 async def test_a_cluster_killed_while_a_task_runs_still_delivers_its_completion_exactly_once() -> None:
     base = state_dir()
-    region = make_region(base)
-    vim, vim_url = vim_sim(base, create_duration=3.0)
-    cluster = infra_cluster(base, "restart-site", region, vim_url)
-    stream = EventStream()
+    region, vim, cluster, stream = site(base, "restart-site", create_duration=3.0)
     try:
-        vim.start()
-        region.start()
-        await region.wait_healthy()
-        token = await region.make_token("admin")
-        cluster.start()
-        await registered(region, token)
-        await stream.open(region, token, "type=infrastructure.task")
+        token = await start(region, vim, cluster, stream)
 
         code, accepted = await ignition(region, "create", token, {
             "deploymentLocation": location("restart-site"), "template": TEMPLATE, "templateType": "simulated",

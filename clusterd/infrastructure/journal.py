@@ -27,6 +27,7 @@ import attrs
 from twisted.logger import Logger
 
 from clusterd.errors import ClusterError
+from outpost.files import write_private_atomically
 
 __all__ = ["Journal", "JournalError", "Watched", "Completion", "JOURNAL_NAME", "OPERATIONS"]
 
@@ -99,27 +100,7 @@ class Completion:
         )
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+_write_atomically = write_private_atomically
 
 
 @attrs.define(eq=False)

@@ -28,7 +28,6 @@ Why it is built this way:
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
@@ -70,6 +69,7 @@ from clusterd.maas.errors import MAASError, MAASUnavailable
 from clusterd.machines import rpc_error_for
 from clusterd.volumes.lifecycle import INFRASTRUCTURE_JOB_PREFIX, TAG_DISK
 from outpost.config import ConfigError, Field, boolean, load_section, positive_float
+from outpost.files import write_private_atomically
 from rpc import errors as rpc_errors
 
 __all__ = ["STATE_FILE", "MAASInfrastructureDriver", "Settings", "make_driver"]
@@ -719,15 +719,9 @@ class MAASInfrastructureDriver:
         if text == self._written:
             return
         # Templates may carry user data with secrets: the file is the cluster user's only.
-        tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}.tmp")
         try:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.state_path)
+            write_private_atomically(self.state_path, text.encode())
         except OSError as e:
             log.error("Cannot write the maas driver's state to {path}: {error}", path=str(self.state_path), error=str(e))
             raise InfrastructureError(f"the maas driver cannot record its state ({e.strerror or e})") from None

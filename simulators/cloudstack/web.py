@@ -16,16 +16,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
-from simulators._serve import origin_of, quiet_site, serve, unserve
+from simulators._serve import SimulatorResource, origin_of, quiet_site, serve, unserve
 from simulators.cloudstack.auth import verify
 from simulators.cloudstack.errors import CS_ERROR_CODES, ApiError
 from simulators.cloudstack.faults import Faults
@@ -40,20 +38,11 @@ API_PATH = "/client/api"
 JSON = b"application/json;charset=UTF-8"
 
 
-class CloudStackResource(Resource):
+class CloudStackResource(SimulatorResource):
     """The whole simulated CloudStack; `reactor` times injected latency."""
 
-    isLeaf = True
-
-    def __init__(self, simulator: CloudStackSimulator, reactor: Any) -> None:
-        super().__init__()
-        self.sim = simulator
-        self.reactor = reactor
-
-    def render(self, request: Request) -> Any:
-        d = Deferred.fromCoroutine(self._handle(request))
-        d.addErrback(lambda f: log.failure("CloudStack simulator failed to answer", f))
-        return NOT_DONE_YET
+    label = "CloudStack simulator"
+    sim: CloudStackSimulator
 
     async def _handle(self, request: Request) -> None:
         gone = [False]

@@ -20,16 +20,14 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
-from simulators._serve import origin_of, quiet_site, serve, unserve
+from simulators._serve import SimulatorResource, origin_of, quiet_site, serve, unserve
 from simulators.maas import errors
 from simulators.maas.auth import verify
 from simulators.maas.describe import Handler, describe, match
@@ -54,20 +52,11 @@ class _Json:
         self.status = status
 
 
-class MAASResource(Resource):
+class MAASResource(SimulatorResource):
     """The whole simulated MAAS; `reactor` times injected latency."""
 
-    isLeaf = True
-
-    def __init__(self, simulator: MAASSimulator, reactor: Any) -> None:
-        super().__init__()
-        self.sim = simulator
-        self.reactor = reactor
-
-    def render(self, request: Request) -> Any:
-        d = Deferred.fromCoroutine(self._handle(request))
-        d.addErrback(lambda f: log.failure("MAAS simulator failed to answer", f))
-        return NOT_DONE_YET
+    label = "MAAS simulator"
+    sim: MAASSimulator
 
     async def _handle(self, request: Request) -> None:
         gone = [False]

@@ -15,16 +15,14 @@ import json
 from typing import Any
 from urllib.parse import unquote
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
-from simulators._serve import origin_of, quiet_site, serve, unserve
+from simulators._serve import SimulatorResource, origin_of, quiet_site, serve, unserve
 from simulators.vim.errors import (
     BAD_REQUEST,
     INTERNAL_ERROR,
@@ -52,20 +50,11 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-class VimResource(Resource):
+class VimResource(SimulatorResource):
     """The whole simulated VIM; `reactor` times injected latency."""
 
-    isLeaf = True
-
-    def __init__(self, simulator: VimSimulator, reactor: Any) -> None:
-        super().__init__()
-        self.sim = simulator
-        self.reactor = reactor
-
-    def render(self, request: Request) -> Any:
-        d = Deferred.fromCoroutine(self._handle(request))
-        d.addErrback(lambda f: log.failure("VIM simulator failed to answer", f))
-        return NOT_DONE_YET
+    label = "VIM simulator"
+    sim: VimSimulator
 
     async def _handle(self, request: Request) -> None:
         gone = [False]
