@@ -223,7 +223,7 @@ class Journal:
         }
 
     def _save(self) -> None:
-        data = json.dumps(self._document(), indent=1, sort_keys=True).encode()
+        data = json.dumps(self._document(), separators=(",", ":")).encode()
         try:
             _write_atomically(self.path, data)
         except OSError as e:
