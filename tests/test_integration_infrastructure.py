@@ -35,6 +35,9 @@ outputs:
 """
 
 
+LOCATION_PASSWORD = "location-password-0123456789"
+
+
 def location(name: str) -> dict[str, Any]:
     return {"name": name, "type": "simulated", "properties": {}}
 
@@ -138,7 +141,8 @@ async def test_create_query_complete_find_and_delete_with_the_event_on_the_strea
         token = await start(region, vim, cluster, stream)
 
         code, accepted = await ignition(region, "create", token, {
-            "deploymentLocation": location("infra-site"), "template": TEMPLATE, "templateType": "simulated",
+            "deploymentLocation": {**location("infra-site"), "properties": {"password": LOCATION_PASSWORD}},
+            "template": TEMPLATE, "templateType": "simulated",
             "systemProperties": {"resourceName": "web-1"}, "properties": {"flavor": "large"}})
         assert code == 202 and set(accepted) == {"infrastructureId", "requestId"}, accepted
         assert (await status(region, token, "infra-site", accepted))["status"] == "IN_PROGRESS"
@@ -197,6 +201,12 @@ async def test_create_query_complete_find_and_delete_with_the_event_on_the_strea
     finally:
         for daemon in (cluster, region, vim):
             await daemon.stop()
+    # Nothing secret reached a log: the RPC secret, the token, a location's credentials.
+    rpc_secret = region.secret.read_text().split()[-1]
+    for daemon in (cluster, region, vim):
+        log = daemon.log_text()
+        assert rpc_secret not in log and token not in log and LOCATION_PASSWORD not in log
+        assert "Traceback" not in log, log[-3000:]
 
 
 @pytest_twisted.ensureDeferred
