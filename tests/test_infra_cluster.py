@@ -9,16 +9,18 @@ an in-memory RPC connection with the report travelling back to the region.
 from __future__ import annotations
 
 import configparser
+from collections.abc import Iterator
 from importlib.metadata import EntryPoint
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import pytest_twisted
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
@@ -79,16 +81,6 @@ def fresh_drivers() -> Iterator[None]:
     BUILT.clear()
     yield
     BUILT.clear()
-
-
-@pytest.fixture
-def logged() -> Iterator[list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        yield events
-    finally:
-        globalLogPublisher.removeObserver(events.append)
 
 
 def messages(events: list[dict[str, Any]], level: LogLevel) -> list[str]:

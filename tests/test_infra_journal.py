@@ -10,14 +10,21 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-from twisted.logger import LogLevel, globalLogPublisher
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.logger import LogLevel
 
 from clusterd.infrastructure import journal as journal_module
-from clusterd.infrastructure.journal import JOURNAL_NAME, Completion, Journal, JournalError, Watched
+from clusterd.infrastructure.journal import (
+    JOURNAL_NAME,
+    Completion,
+    Journal,
+    JournalError,
+    Watched,
+)
 
 LOCATION = {"name": "site-1", "type": "simulated", "properties": {"zone": "a"}}
 
@@ -25,16 +32,6 @@ LOCATION = {"name": "site-1", "type": "simulated", "properties": {"zone": "a"}}
 def completion(request_id: str, status: str = "COMPLETE") -> Completion:
     return Completion(request_id, "inf-" + request_id, "create", LOCATION,
                       {"requestId": request_id, "infrastructureId": "inf-" + request_id, "status": status})
-
-
-@pytest.fixture
-def logged() -> Iterator[list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        yield events
-    finally:
-        globalLogPublisher.removeObserver(events.append)
 
 
 def errors_in(events: list[dict[str, Any]]) -> list[str]:
