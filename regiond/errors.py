@@ -22,14 +22,25 @@ class EmbeddedPostgresError(RegionError):
     """
 
 
-class DatabaseConnectError(RegionError):
+class DatabaseUnavailable(RegionError):
     """
-    No connection could be opened to the region database.
+    The region database cannot be reached just now.
 
-    Raised once, at connect time; the underlying psycopg2 error is the
-    ``__cause__``. Errors from individual queries are not wrapped: callers
-    catch the specific ``psycopg2.errors`` class they can handle (a unique
-    violation, say) and let the rest propagate.
+    Raised for a statement whose connection was lost (PostgreSQL restarted,
+    say) or could not be reopened; the psycopg2 error is the ``__cause__``.
+    The pool reopens the connection on its next use, so a later call can
+    succeed: the HTTP API answers 503 with ``Retry-After``. A statement that
+    fails this way may or may not have been applied if it was a COMMIT.
+    Other errors from individual queries are not wrapped: callers catch the
+    specific ``psycopg2.errors`` class they can handle (a unique violation,
+    say) and let the rest propagate.
+    """
+
+
+class DatabaseConnectError(DatabaseUnavailable):
+    """
+    No connection could be opened to the region database at connect time;
+    the underlying psycopg2 error is the ``__cause__``.
     """
 
 

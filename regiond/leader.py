@@ -24,6 +24,18 @@ __all__ = ["Leadership"]
 
 log = Logger()
 
+#: Whether this session holds the session-level advisory lock on a bigint key
+#: (which pg_locks shows split into its high and low 32 bits).
+_STILL_HELD = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND pid = pg_backend_pid() AND objsubid = 1"
+    " AND ((classid::bigint << 32) | objid::bigint) = %s) AS held"
+)
+
+
+class LockLost(Exception):
+    """The lock is no longer held by this process's session."""
+
 
 @attrs.define(eq=False)
 class Leadership(Service):
@@ -62,7 +74,11 @@ class Leadership(Service):
             if self._db is None:
                 self._db = await Database.connect(self.reactor, self.dsn, size=1)
             if self.leader:
-                await self._db.fetchone("SELECT 1 AS alive")
+                # Not just "is the connection alive": the pool reopens a lost
+                # connection, and a new session does not hold the lock.
+                row = await self._db.fetchone(_STILL_HELD, (self.key,))
+                if not (row and row["held"]):
+                    raise LockLost("this session no longer holds the lock (its connection was reopened)")
             else:
                 row = await self._db.fetchone("SELECT pg_try_advisory_lock(%s) AS got", (self.key,))
                 if row and row["got"]:

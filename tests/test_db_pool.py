@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,10 @@ import pytest_twisted
 from psycopg2.extensions import make_dsn
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, formatEvent
 
-from regiond.db import Database, DatabaseConnectError, Json, Transaction
-from tests.pg import PgServer
+from regiond.db import Database, DatabaseConnectError, DatabaseUnavailable, EmbeddedPostgres, Json, Transaction
+from tests.pg import PgServer, wait_for
 
 
 def _reactor() -> Any:
@@ -217,6 +220,8 @@ async def test_close_ends_every_session_even_mid_query(
     with pytest.raises(Exception):
         await running.addTimeout(5, _reactor())
     await closing.close()  # a second close is harmless
+    with pytest.raises(DatabaseUnavailable, match="closed"):
+        await closing.fetch("SELECT 1")  # closed for good: never reopened
 
     # The server notices a closed socket only when it next reads from it; the
     # backend still running pg_sleep is the server's business, not a leak.
@@ -245,3 +250,117 @@ async def test_connect_to_a_missing_server_is_a_database_connect_error_without_s
         await Database.connect(_reactor(), dsn, size=2)
     assert str(tmp_path) in str(caught.value)
     assert "s3cret" not in str(caught.value)  # messages end up in logs
+
+
+# -- sessions that end: PostgreSQL restarted, or an admin's pg_terminate_backend --
+
+
+async def _end_sessions(pg_server: PgServer, db: Database) -> int:
+    """
+    End every session of `db`'s database, as a PostgreSQL restart would, and
+    return how many ended. Each backend has exited when this returns, but
+    this process's reactor may not yet have read that from the sockets.
+    """
+    database = psycopg2.extensions.parse_dsn(db.dsn)["dbname"]
+    rows = await pg_server.admin.fetch(
+        "SELECT pg_terminate_backend(pid, 5000) AS ended FROM pg_stat_activity WHERE datname = %s", (database,)
+    )
+    return sum(1 for row in rows if row["ended"])
+
+
+def _tracebacks(events: list[dict[str, Any]]) -> list[str]:
+    return [formatEvent(e) for e in events if "log_failure" in e or e.get("isError")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_whose_sessions_ended_are_reopened_on_next_use(
+    pg_server: PgServer, db: Database, logged: list[dict[str, Any]]
+) -> None:
+    await _table(db)
+    assert await _end_sessions(pg_server, db) == 4
+    # Every connection is reopened as it is checked out: nothing fails.
+    assert await gatherResults([
+        Deferred.fromCoroutine(db.execute("INSERT INTO t VALUES (%s, 'x')", (i,))) for i in range(8)
+    ]) == [1] * 8
+    assert await db.transaction(lambda tx: tx.fetchone("SELECT count(*) AS n FROM t")) == {"n": 8}
+    assert not any(c.lost for c in db._pool._every_connection)
+    assert db.pool_in_use() == (0, 4)
+    # One line each, no traceback.
+    assert _tracebacks(logged) == []
+    warnings = [formatEvent(e) for e in logged if e.get("log_level") == LogLevel.warn]
+    assert len(warnings) == 4 and all("PostgreSQL ended a session" in w for w in warnings)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_statement_whose_session_ends_fails_as_unavailable_and_the_pool_recovers(
+    pg_server: PgServer, db: Database, logged: list[dict[str, Any]]
+) -> None:
+    running = Deferred.fromCoroutine(db.fetch("SELECT pg_sleep(30)"))
+    await wait_for(lambda: db.pool_in_use()[0] == 1)
+    await _end_sessions(pg_server, db)
+    with pytest.raises(DatabaseUnavailable, match="lost the connection to PostgreSQL"):
+        await running.addTimeout(10, _reactor())
+    assert await db.fetchone("SELECT 1 AS ok") == {"ok": 1}
+    assert db.pool_in_use() == (0, 4)
+    assert _tracebacks(logged) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_transaction_whose_session_ends_fails_as_unavailable_and_commits_nothing(
+    pg_server: PgServer, db: Database
+) -> None:
+    await _table(db)
+    inserted: Deferred[None] = Deferred()
+
+    async def interrupted(tx: Transaction) -> None:
+        await tx.execute("INSERT INTO t VALUES (1, 'lost')")
+        inserted.callback(None)
+        await tx.execute("SELECT pg_sleep(30)")
+
+    running = Deferred.fromCoroutine(db.transaction(interrupted))
+    await inserted
+    await _end_sessions(pg_server, db)
+    with pytest.raises(DatabaseUnavailable):
+        await running.addTimeout(10, _reactor())
+    assert await db.fetch("SELECT * FROM t") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_statement_errors_on_a_live_connection_are_not_wrapped(db: Database) -> None:
+    # A statement's own OperationalError (a serialization failure, which a
+    # caller may retry) is the caller's to handle, not an unavailable database.
+    conflict = "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = 'serialization_failure'; END $$"
+    with pytest.raises(psycopg2.errors.SerializationFailure):
+        await db.transaction(lambda tx: tx.execute(conflict))
+    with pytest.raises(psycopg2.errors.SerializationFailure):
+        await db.execute(conflict)
+    assert await db.fetchone("SELECT 1 AS ok") == {"ok": 1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stopped_server_is_unavailable_without_secrets_then_served_again_when_back(
+    tmp_path: Path, logged: list[dict[str, Any]]
+) -> None:
+    root = Path(tempfile.mkdtemp(prefix="outpost-pg-", dir="/tmp"))
+    root.chmod(0o755)
+    server = EmbeddedPostgres(_reactor(), root / "pg", settings={"fsync": "off"})
+    try:
+        await server.start()
+        db = await Database.connect(_reactor(), make_dsn(server.dsn, password="s3cret"), size=2)
+        try:
+            assert await db.fetchone("SELECT 1 AS ok") == {"ok": 1}
+            await server.stop()
+            for _ in range(3):  # each try reopens, fails, and leaves the pool whole
+                with pytest.raises(DatabaseUnavailable, match="cannot reach PostgreSQL") as caught:
+                    await db.fetch("SELECT 1")
+                assert "s3cret" not in str(caught.value)
+            assert db.pool_in_use() == (0, 2)
+            await server.start()
+            assert await db.fetchone("SELECT 2 AS ok") == {"ok": 2}
+        finally:
+            await db.close()
+    finally:
+        await server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    assert _tracebacks(logged) == []
+    assert not any("s3cret" in formatEvent(e) for e in logged)

@@ -10,8 +10,23 @@ import time
 from typing import Any
 
 import pytest_twisted
+from twisted.internet import reactor
 
+from regiond.db import Database, EmbeddedPostgres
 from tests.daemons import api_get, api_post, eventually, make_cluster, make_region, state_dir
+
+
+async def end_every_other_session(dsn: str) -> int:
+    """End every session on the database of `dsn` but our own; how many ended."""
+    db = await Database.connect(reactor, dsn, size=1)
+    try:
+        rows = await db.fetch(
+            "SELECT pg_terminate_backend(pid, 5000) AS ended FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await db.close()
+    return sum(1 for row in rows if row["ended"])
 
 
 async def clusters_by_name(region: Any, token: str) -> dict[str, dict[str, Any]]:
@@ -21,7 +36,7 @@ async def clusters_by_name(region: Any, token: str) -> dict[str, dict[str, Any]]
 
 
 @pytest_twisted.ensureDeferred
-async def test_clusters_connect_disconnect_fail_fast_and_survive_a_region_restart() -> None:
+async def test_clusters_connect_disconnect_fail_fast_and_survive_region_and_database_restarts() -> None:
     base = state_dir()
     region = make_region(base)
     one = make_cluster(base, "site-one", region)
@@ -72,6 +87,14 @@ async def test_clusters_connect_disconnect_fail_fast_and_survive_a_region_restar
         found = await eventually(both_connected, 35, "both clusters to reconnect after the region restart")
         assert time.monotonic() - restarted < 35
         assert found["site-two"]["uuid"] == uuid_two, "a cluster keeps its uuid across restarts"
+
+        # PostgreSQL ends every region session (as its own restart would): the
+        # region reopens its connections as it uses them, and answers at once.
+        ended = await end_every_other_session(EmbeddedPostgres(None, base / "region" / "postgres").dsn)
+        assert ended >= 4, "the pool, the leadership and event LISTEN sessions"
+        for _ in range(6):
+            assert len(await clusters_by_name(region, token)) == 2
+        assert await region.health() is not None
     finally:
         for daemon in (one, two):
             await daemon.stop()
@@ -117,8 +140,6 @@ async def test_cluster_with_the_wrong_secret_never_registers() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_a_cluster_given_one_region_connects_to_every_region_process() -> None:
-    from regiond.db import EmbeddedPostgres
-
     base = state_dir()
     first = make_region(base)
     second_dir = base / "second"

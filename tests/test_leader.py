@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
+from regiond.db import Database
 from regiond.leader import Leadership
 from tests.regionstack import eventually
 
 KEY = 0x7465737431
 
 
-def make(dsn: str, log: list[str], name: str) -> Leadership:
-    return Leadership(reactor, dsn, KEY, "test job", on_gain=lambda: log.append(f"{name}+"), on_loss=lambda: log.append(f"{name}-"), interval=3600)
+def make(dsn: str, log: list[str], name: str, key: int = KEY) -> Leadership:
+    return Leadership(reactor, dsn, key, "test job", on_gain=lambda: log.append(f"{name}+"), on_loss=lambda: log.append(f"{name}-"), interval=3600)
 
 
 @pytest_twisted.ensureDeferred
@@ -51,3 +53,26 @@ async def test_a_service_stopping_releases_the_lock_for_the_next(db_dsn: str) ->
     finally:
         await second._resign()
     assert log == ["a+", "a-", "b+", "b-"]
+
+
+@pytest.mark.parametrize("key", [KEY, -0x7465737431, 0x7FFFFFFF00000001, -1])
+@pytest_twisted.ensureDeferred
+async def test_a_holder_whose_session_the_server_ends_gives_up_though_its_pool_reconnects(db_dsn: str, key: int) -> None:
+    log: list[str] = []
+    first, second = make(db_dsn, log, "a", key), make(db_dsn, log, "b", key)
+    admin = await Database.connect(reactor, db_dsn, size=1)
+    try:
+        assert await first.check() is True
+        assert await first.check() is True, "the check finds the lock held, for any bigint key"
+        # As a PostgreSQL restart does: the session, and with it the lock, is gone.
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert await second.check() is True
+        assert await first.check() is False, "a reopened session does not hold the lock"
+        assert log == ["a+", "b+", "a-"]
+    finally:
+        await admin.close()
+        await first._resign()
+        await second._resign()

@@ -33,6 +33,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from regiond.api import errors
+from regiond.errors import DatabaseUnavailable
 from regiond.tokens import ADMIN
 
 __all__ = [
@@ -43,6 +44,8 @@ __all__ = [
 log = Logger()
 
 MAX_BODY = 1024 * 1024
+#: Seconds a client is told to wait (``Retry-After``) when the database is unavailable.
+DATABASE_RETRY_AFTER = 5
 _HOST = socket.gethostname()
 
 #: Looks a bearer token up: its id, name and role, or None.
@@ -159,6 +162,8 @@ class Route:
         out.setdefault(413, f"Request body larger than {MAX_BODY} bytes")
         if self.role is not None:
             out.setdefault(401, "Missing or unknown bearer token")
+            # The token is looked up in the database on every request.
+            out.setdefault(503, "Unavailable just now (the region database, say); retry after Retry-After seconds")
             if self.role == ADMIN:
                 out.setdefault(403, "The token's role may not do this")
         return out
@@ -253,10 +258,15 @@ class ApiResource(Resource):
                 await self._stream(request, route, result, started)
                 return
             response = result if isinstance(result, Response) else Response(result)
+        except DatabaseUnavailable as e:
+            # An outage, not a bug: one line in the log, and a 503 the client can retry.
+            log.warn("Database unavailable serving {method} {path}: {error}", method=method, path=path, error=str(e))
+            response = self._error_response(
+                route, errors.ServiceUnavailable("the region database is unavailable; try again shortly",
+                                                 headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
+            )
         except errors.ApiError as e:
-            shape = route if route is not None else shaped
-            body = e.body() if shape is None or shape.error_body is None else shape.error_body(e.status, e.message, e.details)
-            response = Response(body, e.status, e.headers)
+            response = self._error_response(route if route is not None else shaped, e)
         except Exception:
             reference = f"{_HOST}:{os.getpid()}:{id(request):x}"
             log.failure("Unhandled error serving {method} {path}, reference {reference}", Failure(), method=method, path=path, reference=reference)
@@ -287,6 +297,12 @@ class ApiResource(Resource):
             else:
                 request.write(json.dumps(response.body, separators=(",", ":")).encode("utf-8"))
         request.finish()
+
+    @staticmethod
+    def _error_response(shape: Route | None, e: errors.ApiError) -> Response:
+        """`e` as a response, in `shape`'s error body if it has its own (a peer-compatible route)."""
+        body = e.body() if shape is None or shape.error_body is None else shape.error_body(e.status, e.message, e.details)
+        return Response(body, e.status, e.headers)
 
     async def _stream(self, request: Request, route: Route, stream: Stream, started: float) -> None:
         if self._observer is not None:

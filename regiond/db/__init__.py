@@ -27,13 +27,14 @@ from regiond.db.pool import (
     Row,
     Transaction,
 )
-from regiond.errors import DatabaseConnectError, EmbeddedPostgresError, MigrationError
+from regiond.errors import DatabaseConnectError, DatabaseUnavailable, EmbeddedPostgresError, MigrationError
 
 __all__ = [
     "MIGRATIONS",
     "MIGRATION_LOCK_KEY",
     "Database",
     "DatabaseConnectError",
+    "DatabaseUnavailable",
     "EmbeddedPostgres",
     "EmbeddedPostgresError",
     "IDatabaseReactor",

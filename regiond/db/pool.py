@@ -5,7 +5,12 @@ Rows come back as dicts keyed by column name, so callers do not depend on
 column order. Every statement takes ``%s`` placeholders and a parameter
 tuple; SQL is never built by string formatting. Query errors are psycopg2's
 own (``psycopg2.errors.UniqueViolation`` and so on), so callers can catch the
-one they handle.
+one they handle. The exception is a lost connection: when PostgreSQL ends a
+session (it restarted, say), the statement on it fails with
+`DatabaseUnavailable` and the connection is reopened on its next use, so the
+region rides out a database restart without being restarted itself. Session
+state (SET, session advisory locks) does not survive that: whoever relies on
+it checks for it (see `regiond.leader`).
 
 Type mapping is psycopg2's default: ``uuid`` columns come back as ``str``,
 ``json``/``jsonb`` as Python objects, ``timestamptz`` as aware datetimes. To
@@ -14,6 +19,7 @@ pass a dict or list into a ``jsonb`` parameter, wrap it in ``Json(...)``.
 
 from __future__ import annotations
 
+import select
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Any, Protocol, TypeVar
@@ -23,12 +29,13 @@ import psycopg2
 from psycopg2.extensions import Notify, make_dsn, parse_dsn
 from psycopg2.sql import SQL, Composable, Identifier
 from twisted.internet.defer import Deferred, DeferredLock, FirstError
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
-from txpostgres.txpostgres import Connection, ConnectionPool, Cursor
+from txpostgres.txpostgres import Connection, ConnectionPool, Cursor, RollbackFailed
 
-from regiond.errors import DatabaseConnectError
+from regiond.errors import DatabaseConnectError, DatabaseUnavailable
 
 __all__ = [
     "Database",
@@ -89,13 +96,71 @@ def _rows(cursor: Cursor) -> list[Row]:
     return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+class _Connection(Connection):  # type: ignore[misc]
+    """
+    txpostgres's connection, which knows when its session has ended and says
+    so in one line.
+
+    txpostgres keeps every connection registered for reading so that NOTIFYs
+    arrive at once; when PostgreSQL ends the session (a restart, a
+    ``pg_terminate_backend``), that read raises and the reactor would log it
+    with a traceback. An ended session is expected, and the pool reopens the
+    connection on its next use, so it is logged as a warning instead.
+    """
+
+    @property
+    def lost(self) -> bool:
+        """Whether the session is gone (or never opened): the next use must reopen it."""
+        return self._connection is None or bool(self._connection.closed)
+
+    def lost_while_idle(self) -> bool:
+        """
+        Whether the session is gone, reading what the server sent while the
+        connection sat idle (without waiting): a session the server has just
+        ended is found here even before the reactor has read its socket.
+        """
+        if self.lost:
+            return True
+        try:
+            readable, _, _ = select.select([self._connection.fileno()], [], [], 0)
+            if readable:
+                self._connection.poll()
+        except psycopg2.Error as e:
+            _ended(e)
+        except (OSError, ValueError):
+            pass  # a socket closed under us: `lost` says so
+        return self.lost
+
+    def doRead(self) -> object:  # noqa: N802 (Twisted's name)
+        try:
+            return super().doRead()
+        except psycopg2.Error as e:
+            _ended(e)
+            # Returned, not raised: the reactor then calls connectionLost without logging a traceback.
+            return ConnectionLost(_first_line(e))
+
+
+def _ended(error: psycopg2.Error) -> None:
+    _log.warn("PostgreSQL ended a session ({error}); it is reopened on its next use", error=_first_line(error))
+
+
 class _Pool(ConnectionPool):  # type: ignore[misc]
     """
     txpostgres's pool, with an injected reactor and cooperator instead of the
-    global ones, and one extra operation: run a function on a pooled
-    connection's cursor outside any transaction. (The pool's own runQuery
-    and runOperation return neither column names nor row counts.)
+    global ones; a connection whose session has ended is reopened when it is
+    next checked out, and a statement that loses its connection fails with
+    `DatabaseUnavailable`. (txpostgres's own pool keeps a dead connection for
+    good, so one PostgreSQL restart would fail every later query.) One extra
+    operation runs a function on a pooled connection's cursor outside any
+    transaction: the pool's own runQuery and runOperation return neither
+    column names nor row counts.
     """
+
+    connectionFactory = _Connection
 
     def __init__(
         self, reactor: IDatabaseReactor, cooperator: Cooperator, dsn: str, size: int
@@ -103,19 +168,15 @@ class _Pool(ConnectionPool):  # type: ignore[misc]
         # ConnectionPool reads these in __init__ to build its connections.
         self.reactor = reactor
         self.cooperator = cooperator
+        self.dsn = dsn
         super().__init__(None, dsn, min=size)
         # `connections` holds only the idle ones; closing must reach all.
         self._every_connection = frozenset(self.connections)
+        #: Set by `close_all`: nothing is reopened after it.
+        self.closed = False
 
     def run_with_cursor(self, fn: Callable[[Cursor], Awaitable[_T]]) -> Deferred[_T]:
-        return self._semaphore.run(self._run_with_cursor, fn)  # type: ignore[no-any-return]
-
-    def _run_with_cursor(self, fn: Callable[[Cursor], Awaitable[_T]]) -> Deferred[_T]:
-        # As ConnectionPool._runQuery: the semaphore guarantees a free
-        # connection; the connection's own lock keeps queries one at a time.
-        connection = self.connections.pop()
-
-        async def use() -> _T:
+        async def use(connection: _Connection) -> _T:
             cursor = connection.cursor()
             try:
                 return await fn(cursor)
@@ -123,8 +184,49 @@ class _Pool(ConnectionPool):  # type: ignore[misc]
                 with suppress(psycopg2.Error):  # the connection may be gone
                     cursor.close()
 
-        d = connection.lock.run(lambda: Deferred.fromCoroutine(use()))
-        return d.addBoth(self._putBackAndPassthrough, connection)  # type: ignore[no-any-return]
+        # The connection's own lock keeps queries on it one at a time.
+        return self._checked_out(lambda c: c.lock.run(lambda: Deferred.fromCoroutine(use(c))))
+
+    def run_interaction(self, fn: Callable[[Cursor], Deferred[_T]]) -> Deferred[_T]:
+        """As ``runInteraction``: `fn` runs between BEGIN and COMMIT (ROLLBACK if it fails)."""
+        return self._checked_out(lambda c: c.runInteraction(fn))
+
+    def _checked_out(self, use: Callable[[_Connection], Deferred[_T]]) -> Deferred[_T]:
+        # As ConnectionPool._runQuery: the semaphore guarantees a free connection.
+        return self._semaphore.run(lambda: Deferred.fromCoroutine(self._on_connection(use)))  # type: ignore[no-any-return]
+
+    async def _on_connection(self, use: Callable[[_Connection], Deferred[_T]]) -> _T:
+        if self.closed:
+            raise DatabaseUnavailable("this Database has been closed")
+        connection = self.connections.pop()
+        try:
+            if connection.lost_while_idle():
+                await self._reopen(connection)
+            try:
+                return await use(connection)
+            except (psycopg2.OperationalError, psycopg2.InterfaceError, RollbackFailed) as e:
+                if not connection.lost:
+                    raise  # a statement's own error (a serialization failure, say)
+                cause = e.originalFailure.value if isinstance(e, RollbackFailed) else e
+                raise DatabaseUnavailable(
+                    f"lost the connection to PostgreSQL: {_first_line(cause)}"
+                ) from e
+        finally:
+            self.connections.add(connection)
+
+    async def _reopen(self, connection: _Connection) -> None:
+        if connection._connection is not None:
+            connection.close()
+        try:
+            await connection.connect(self.dsn)
+        except Exception as e:
+            if connection._connection is not None:
+                with suppress(psycopg2.Error):
+                    connection._connection.close()  # so that it counts as lost
+            raise DatabaseUnavailable(
+                f"cannot reach PostgreSQL ({_redacted(self.dsn)}): {_first_line(e)}"
+            ) from e
+        _log.info("Reopened a connection to PostgreSQL")
 
     def in_use(self) -> tuple[int, int]:
         """(connections in use, pool size)."""
@@ -132,7 +234,8 @@ class _Pool(ConnectionPool):  # type: ignore[misc]
         return size - len(self.connections), size
 
     def close_all(self) -> None:
-        """Close every connection, including ones that never connected."""
+        """Close every connection, including ones that never connected, for good."""
+        self.closed = True
         for connection in self._every_connection:
             if connection._connection is not None:
                 connection.close()
@@ -256,7 +359,7 @@ class Database:
         def interaction(cursor: Cursor) -> Deferred[_T]:
             return Deferred.fromCoroutine(_call(fn, Transaction(cursor)))
 
-        return await self._timed("transaction", self._pool.runInteraction(interaction))
+        return await self._timed("transaction", self._pool.run_interaction(interaction))
 
     async def notify(self, channel: str, payload: str = "") -> None:
         """Send a NOTIFY (through the pool; listeners get it on commit)."""
@@ -307,7 +410,7 @@ class Database:
 
     async def _listener_connection(self) -> Connection:
         if self._listener is None:
-            connection = Connection(self.reactor, self._cooperator)
+            connection = _Connection(self.reactor, self._cooperator)
             try:
                 await connection.connect(self.dsn)
             except Exception as e:

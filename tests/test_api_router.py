@@ -1,0 +1,93 @@
+"""
+The router's answers when a handler fails: a bug is a 500 with a reference
+to the logged traceback; an unavailable database is a 503 the client can
+retry, logged in one line. Both in the route's own error shape.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest_twisted
+from treq.testing import StubTreq
+from twisted.logger import LogLevel, formatEvent
+
+from regiond.api.router import DATABASE_RETRY_AFTER, ApiRequest, ApiResource, Route
+from regiond.errors import DatabaseUnavailable
+from regiond.infrastructure.api import IGNITION_ERROR_SCHEMA, ignition_error_body
+
+TOKEN = "good-token"
+
+
+async def authenticate(token: str) -> dict[str, Any] | None:
+    if token == "while-the-database-is-down":
+        raise DatabaseUnavailable("cannot reach PostgreSQL (host=/run): connection refused")
+    return {"id": 1, "name": "t", "role": "admin"} if token == TOKEN else None
+
+
+async def outage(request: ApiRequest) -> Any:
+    raise DatabaseUnavailable("lost the connection to PostgreSQL: terminating connection due to administrator command")
+
+
+async def bug(request: ApiRequest) -> Any:
+    raise KeyError("oops")
+
+
+def client() -> StubTreq:
+    routes = [
+        Route("GET", "/api/v1/outage", outage, "ours", role="read"),
+        Route("GET", "/api/v1/bug", bug, "ours", role=None),
+        Route("POST", "/api/infrastructure/query", outage, "a peer's", role="read",
+              error_body=ignition_error_body, error_schema=IGNITION_ERROR_SCHEMA),
+    ]
+    return StubTreq(ApiResource(routes, authenticate))
+
+
+async def call(method: str, path: str, token: str = TOKEN) -> tuple[int, dict[str, Any], Any]:
+    response = await client().request(method, "http://region" + path, headers={"Authorization": f"Bearer {token}"})
+    return response.code, json.loads(await response.content()), response.headers
+
+
+def tracebacks(events: list[dict[str, Any]]) -> list[str]:
+    return [formatEvent(e) for e in events if "log_failure" in e]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unavailable_database_is_a_503_to_retry_logged_in_one_line(logged: list[dict[str, Any]]) -> None:
+    status, body, headers = await call("GET", "/api/v1/outage")
+    assert status == 503
+    assert body == {"error": {"code": "unavailable", "message": "the region database is unavailable; try again shortly", "details": {}}}
+    assert headers.getRawHeaders("retry-after") == [str(DATABASE_RETRY_AFTER)]
+    assert tracebacks(logged) == []
+    [warning] = [formatEvent(e) for e in logged if e.get("log_level") == LogLevel.warn]
+    assert "GET /api/v1/outage" in warning and "terminating connection" in warning
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_outage_while_checking_the_token_is_a_503_not_a_401(logged: list[dict[str, Any]]) -> None:
+    status, body, headers = await call("GET", "/api/v1/outage", token="while-the-database-is-down")
+    assert status == 503 and body["error"]["code"] == "unavailable"
+    assert headers.getRawHeaders("retry-after") == [str(DATABASE_RETRY_AFTER)]
+    assert tracebacks(logged) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_compatible_route_answers_an_outage_in_its_peer_s_shape() -> None:
+    status, body, headers = await call("POST", "/api/infrastructure/query")
+    assert status == 503
+    assert body == {"localizedMessage": "the region database is unavailable; try again shortly", "status": 503}
+    assert headers.getRawHeaders("retry-after") == [str(DATABASE_RETRY_AFTER)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bug_is_a_500_whose_reference_finds_the_logged_traceback(logged: list[dict[str, Any]]) -> None:
+    status, body, _ = await call("GET", "/api/v1/bug")
+    assert status == 500 and body["error"]["code"] == "internal_error"
+    reference = body["error"]["message"].removeprefix("internal error, reference ")
+    assert "oops" not in body["error"]["message"], "no internals in the answer"
+    [logged_failure] = tracebacks(logged)
+    assert reference in logged_failure
+    [failure] = [e["log_failure"] for e in logged if "log_failure" in e]
+    assert failure.check(KeyError)
+
