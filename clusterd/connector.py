@@ -10,6 +10,10 @@ The cluster's connections to the region: one to every region process.
 * Liveness: each live connection is pinged every 30 s with a 10 s timeout;
   a connection that fails a ping is aborted, and `ClientService` reconnects
   with jittered exponential backoff capped at 30 s.
+* A connection that ends before it registers (the region refused the
+  secret or the registration) counts as a failed attempt, so a misconfigured
+  cluster backs off to one try every 30 s instead of every second
+  (`ClientService` alone would count its TCP connect as a success).
 """
 
 from __future__ import annotations
@@ -52,6 +56,20 @@ def reconnect_policy(rng: Callable[[], float] = random.random) -> Callable[[int]
     return backoffPolicy(initialDelay=1.0, factor=1.5, maxDelay=MAX_BACKOFF - 1, jitter=rng)
 
 
+@attrs.define
+class _Attempts:
+    """
+    A reconnect policy that also counts connections which ended unusable
+    (before registering) since the last one that registered.
+    """
+
+    policy: Callable[[int], float]
+    unusable: int = 0
+
+    def __call__(self, failed_attempts: int) -> float:
+        return self.policy(failed_attempts + self.unusable)
+
+
 def parse_endpoints(document: Any) -> list[Endpoint]:
     """The (host, port) pairs in a discovery document; malformed entries are skipped."""
     found = []
@@ -84,6 +102,7 @@ class RegionConnector(MultiService):
     #: Called with no arguments each time a region connection becomes live (registered).
     on_live: list[Callable[[], None]] = attrs.field(init=False, factory=list)
     _services: dict[Endpoint, ClientService] = attrs.field(init=False, factory=dict)
+    _attempts: dict[Endpoint, _Attempts] = attrs.field(init=False, factory=dict)
     _discovery: Deferred[None] | None = attrs.field(init=False, default=None)
     _discovered_once: bool = attrs.field(init=False, default=False)
     _failures: int = attrs.field(init=False, default=0)
@@ -175,6 +194,7 @@ class RegionConnector(MultiService):
         for endpoint in set(self._services) - wanted:
             log.info("Region {host}:{port} is gone; disconnecting", host=endpoint[0], port=endpoint[1])
             self._services.pop(endpoint).disownServiceParent()
+            self._attempts.pop(endpoint, None)
         for endpoint in sorted(wanted - set(self._services)):
             log.info("Connecting to region {host}:{port}", host=endpoint[0], port=endpoint[1])
             service = ClientService(
@@ -187,7 +207,7 @@ class RegionConnector(MultiService):
                     locator_factory=self.locator_factory,
                     on_connect=partial(self.connection_made, endpoint=endpoint),
                 ),
-                retryPolicy=reconnect_policy(self.rng),
+                retryPolicy=self._attempts.setdefault(endpoint, _Attempts(reconnect_policy(self.rng))),
                 clock=self.reactor,
             )
             self._services[endpoint] = service
@@ -215,12 +235,17 @@ class RegionConnector(MultiService):
                 timeout=PING_TIMEOUT * 3,
             )
         except RPCError as e:
-            log.warn("Region {host}:{port} not usable: {error}", host=endpoint[0], port=endpoint[1], error=str(e))
+            attempts = self._unusable(endpoint)
+            log.warn("Region {host}:{port} not usable: {error} ({attempts} in a row; backing off)",
+                     host=endpoint[0], port=endpoint[1], error=str(e), attempts=attempts)
             if proto.connected:
                 proto.transport.loseConnection()
             return
         if not proto.connected:
+            self._unusable(endpoint)
             return
+        if endpoint in self._attempts:
+            self._attempts[endpoint].unusable = 0
         self.live.add(proto)
         pinger = LoopingCall(self._ping, proto)
         pinger.clock = self.reactor
@@ -239,6 +264,14 @@ class RegionConnector(MultiService):
             log.info("Lost region {host}:{port}", host=endpoint[0], port=endpoint[1])
 
         proto.when_closed().addCallback(lost)
+
+    def _unusable(self, endpoint: Endpoint) -> int:
+        """Count a connection to `endpoint` that ended before registering; how many in a row."""
+        attempts = self._attempts.get(endpoint)
+        if attempts is None:
+            return 1
+        attempts.unusable += 1
+        return attempts.unusable
 
     def _ping(self, proto: RPCProtocol) -> Deferred[Any]:
         def dead(failure: Any) -> None:

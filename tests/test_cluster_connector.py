@@ -9,6 +9,7 @@ from hypothesis import given, strategies as st
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.protocols import amp
+from twisted.test import iosim
 
 from clusterd.connector import (
     DISCOVERY_INTERVAL,
@@ -20,6 +21,7 @@ from clusterd.connector import (
     reconnect_policy,
 )
 from rpc.errors import NoConnectionsAvailable
+from rpc.protocol import REGION, RPCProtocol
 from rpc.region import RegisterCluster
 from tests.rpchelpers import SECRET, make_pair
 
@@ -213,3 +215,60 @@ def test_reconnect_backoff_is_capped_at_thirty_seconds(attempt: int, jitter: flo
 def test_malformed_discovery_documents_yield_only_valid_endpoints(document: Any) -> None:
     for host, port in parse_endpoints(document):
         assert isinstance(host, str) and host and 0 < port < 65536
+
+
+class InMemoryRegion:
+    """
+    An endpoint whose every connect reaches, in memory, a region process
+    holding `secret`: the TCP connect always succeeds, authentication only
+    when the secrets match.
+    """
+
+    def __init__(self, clock: Clock, secret: bytes) -> None:
+        self.clock, self.secret = clock, secret
+        self.attempts: list[float] = []
+        self.pumps: list[iosim.IOPump] = []
+        self.registrar = Registrar()
+
+    def connect(self, factory: Any) -> Deferred:
+        self.attempts.append(self.clock.seconds())
+        region = RPCProtocol(secret=self.secret, role=REGION, clock=self.clock, ident="region", locator=self.registrar)
+        built: list[Any] = []  # ClientService's proxy, which it wants back
+        _, _, pump = iosim.connectedServerAndClient(
+            lambda: region, lambda: built.append(factory.buildProtocol(None)) or built[0], greet=False, clock=self.clock
+        )
+        self.pumps.append(pump)
+        return succeed(built[0])
+
+    def run(self, clock: Clock, seconds: float) -> None:
+        for _ in range(int(seconds * 10)):
+            clock.advance(0.1)
+            for pump in self.pumps:
+                pump.flush()
+
+
+def test_a_refused_cluster_backs_off_to_the_cap_and_a_registered_one_reconnects_at_once() -> None:
+    clock = Clock()
+    region = InMemoryRegion(clock, b"another secret".ljust(32, b"!"))
+    connector = make_connector(clock, FakeHTTP())
+    connector.endpoint_factory = lambda reactor, host, port: region
+    connector.startService()
+    connector.set_endpoints([("r", 1)])
+    region.run(clock, 300)
+    gaps = [b - a for a, b in zip(region.attempts, region.attempts[1:])]
+    # 1 s, 1.5 s, 2.25 s ... then every 30 s at most: not one refused handshake a second.
+    assert len(region.attempts) < 20, gaps
+    assert all(b > a - 0.5 for a, b in zip(gaps, gaps[1:])) and gaps[-1] >= MAX_BACKOFF - 2, gaps
+    assert connector.live == set() and region.registrar.registered == []
+
+    # The secret is put right: the next attempt registers...
+    region.secret = SECRET
+    region.run(clock, MAX_BACKOFF + 1)
+    assert region.registrar.registered == [UUID] and len(connector.live) == 1
+    # ...and a registered connection that drops is retried within seconds again.
+    before = len(region.attempts)
+    [live] = connector.live
+    live.transport.loseConnection()
+    region.run(clock, 3)
+    assert len(region.attempts) == before + 1 and region.registrar.registered == [UUID, UUID]
+    connector.stopService()
