@@ -323,3 +323,42 @@ def test_waldur_and_hpc_user_api_calls_are_counted_by_operation_and_outcome() ->
 
     assert calls("waldur", "marketplace-resources") >= 1
     assert calls("hpc_user_api", "token") == 1 and calls("hpc_user_api", "projects") >= 1
+
+
+# -- the OpenAPI document describes the peer's error bodies ---------------------------------
+
+
+def conforms(value: Any, schema: dict[str, Any]) -> bool:
+    """Whether `value` fits the subset of JSON Schema the storage error schemas use."""
+    if "oneOf" in schema:
+        return sum(conforms(value, s) for s in schema["oneOf"]) == 1
+    kind = schema.get("type")
+    if kind == "object":
+        return (isinstance(value, dict) and set(schema.get("required", ())) <= set(value)
+                and set(value) <= set(schema.get("properties", value))
+                and all(conforms(v, schema["properties"][k]) for k, v in value.items() if k in schema.get("properties", {})))
+    if kind == "array":
+        return isinstance(value, list) and all(conforms(v, schema.get("items", {})) for v in value)
+    if kind == "string":
+        return isinstance(value, str) and value in schema.get("enum", [value])
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return kind is None
+
+
+def documented_error(stack: MemoryStack, status: int) -> dict[str, Any]:
+    from regiond.api.openapi import openapi_document
+
+    document = openapi_document(stack.service.routes(), "test")
+    return document["paths"][STORAGE]["get"]["responses"][str(status)]["content"]["application/json"]["schema"]
+
+
+def test_the_document_describes_the_422_and_502_bodies_actually_served(stack: MemoryStack) -> None:
+    invalid = stack.get(f"{STORAGE}?debug=x&page_size=x&page=0&state=x&storage_system=x")
+    assert invalid.status == 422 and conforms(invalid.json(), documented_error(stack, 422))
+    stack.waldur.token = "rotated"
+    failed = stack.get(STORAGE)
+    assert failed.status == 502 and conforms(failed.json(), documented_error(stack, 502))
+    # ...and not Outpost's own envelope, which these routes never answer.
+    assert not conforms({"error": {"code": "x", "message": "y", "details": {}}}, documented_error(stack, 502))
+    assert not conforms(failed.json(), documented_error(stack, 422))

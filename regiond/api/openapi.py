@@ -124,7 +124,7 @@ def openapi_document(routes: Sequence[Route], version: str) -> dict[str, Any]:
             if 200 <= status < 300:
                 schema = route.response_schema
             else:
-                schema = route.error_schema if route.error_schema is not None else {"$ref": "#/components/schemas/Error"}
+                schema = route.error_schemas.get(status) or route.error_schema or {"$ref": "#/components/schemas/Error"}
             entry: dict[str, Any] = {"description": description}
             if schema is not None:
                 entry["content"] = {"application/json": {"schema": dict(schema)}}

@@ -151,6 +151,9 @@ class Route:
     error_body: ErrorBody | None = None
     #: The OpenAPI schema of `error_body`'s answers; None: the ``Error`` schema.
     error_schema: Mapping[str, Any] | None = None
+    #: Schemas of error statuses the handler answers in a shape of its own
+    #: (a peer's), overriding `error_schema` for those statuses.
+    error_schemas: Mapping[int, Mapping[str, Any]] = attrs.field(factory=dict)
     pattern: re.Pattern[str] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:

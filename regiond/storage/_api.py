@@ -287,6 +287,7 @@ class StorageService:
                     504: "Waldur did not answer in time",
                 },
                 query=query_params, response_schema=envelope, tags=["storage"],
+                error_schemas={422: VALIDATION_ERROR_SCHEMA, 502: UPSTREAM_ERROR_SCHEMA, 504: UPSTREAM_ERROR_SCHEMA},
             ),
             Route(
                 "GET", STORAGE_PATH.rstrip("/"), self.redirect, "Redirects to /api/storage-resources/ (FastAPI's redirect_slashes)",
@@ -313,6 +314,36 @@ class StorageService:
                 tags=["storage"],
             ),
         ]
+
+
+#: FastAPI's validation error body, which the peer answers for a bad query parameter.
+VALIDATION_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["loc", "msg", "type"],
+                "properties": {
+                    "loc": {"type": "array", "items": {"oneOf": [{"type": "string"}, {"type": "integer"}]}},
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                    "input": {},
+                    "ctx": {"type": "object"},
+                },
+            },
+        }
+    },
+}
+
+#: The peer's body when Waldur fails or times out.
+UPSTREAM_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "error", "code"],
+    "properties": {"status": {"type": "string", "enum": ["error"]}, "error": {"type": "string"}, "code": {"type": "integer"}},
+}
 
 
 def _bounded(low: int, high: int) -> Any:
