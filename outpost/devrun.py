@@ -66,6 +66,13 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
 
     def stop(*_: object) -> None:
+        # Another Ctrl-C while the daemons shut down (they got the first one
+        # too) must not abandon them half-stopped, nor print a traceback.
+        def patience(*_: object) -> None:
+            print("still stopping: waiting for the daemons to exit", file=sys.stderr, flush=True)
+
+        signal.signal(signal.SIGINT, patience)
+        signal.signal(signal.SIGTERM, patience)
         for p in reversed(procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)

@@ -1,4 +1,4 @@
-"""`make run`: prints the API and a token, serves them, and leaves nothing behind on SIGTERM."""
+"""`make run`: prints the API and a token, serves them, and leaves nothing behind on Ctrl-C (even twice)."""
 
 from __future__ import annotations
 
@@ -57,9 +57,21 @@ async def test_make_run_prints_api_and_token_and_stops_cleanly() -> None:
         body = await response.json()
         assert response.code == 200 and body["items"][0]["connected"] is True
     finally:
-        proc.send_signal(signal.SIGTERM)
+        # Ctrl-C, and Ctrl-C again while it stops: it still stops everything, without a traceback.
+        proc.send_signal(signal.SIGINT)
+
+        def read_until_stopping() -> None:
+            for line in proc.stdout:
+                lines.append(line.rstrip("\n"))
+                if line.strip() == "stopping...":
+                    return
+
+        await deferToThread(read_until_stopping)
+        proc.send_signal(signal.SIGINT)
         code = await deferToThread(proc.wait, 60)
-    assert code == 0, proc.stdout.read()
+    rest = proc.stdout.read()
+    assert code == 0, rest
+    assert "Traceback" not in rest and "KeyboardInterrupt" not in rest, rest
 
     async def all_gone() -> bool:
         return not postgres_running_in(base)
