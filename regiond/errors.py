@@ -8,6 +8,8 @@ known failure from a bug with one ``except``.
 
 from __future__ import annotations
 
+from rpc.errors import Transient
+
 
 class RegionError(Exception):
     """The root of every error regiond raises on purpose."""
@@ -22,7 +24,7 @@ class EmbeddedPostgresError(RegionError):
     """
 
 
-class DatabaseUnavailable(RegionError):
+class DatabaseUnavailable(RegionError, Transient):
     """
     The region database cannot be reached just now.
 
@@ -33,7 +35,8 @@ class DatabaseUnavailable(RegionError):
     fails this way may or may not have been applied if it was a COMMIT.
     Other errors from individual queries are not wrapped: callers catch the
     specific ``psycopg2.errors`` class they can handle (a unique violation,
-    say) and let the rest propagate.
+    say) and let the rest propagate. An RPC responder failing with it logs
+    one line, not a traceback (`rpc.errors.Transient`); the cluster retries.
     """
 
 

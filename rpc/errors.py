@@ -12,6 +12,15 @@ class RPCError(Exception):
     """Root of every error raised by the RPC layer."""
 
 
+class Transient(Exception):
+    """
+    A mixin for errors that mean "not now" rather than "a bug" (the region's
+    database restarting, say). A responder that fails with one still answers
+    UNHANDLED with a reference, but the reference is logged in one line,
+    without a traceback, and the caller is expected to retry.
+    """
+
+
 class NotAuthenticated(RPCError):
     """A command other than Identify/Authenticate arrived before the peer proved the secret."""
 

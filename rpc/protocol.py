@@ -344,6 +344,15 @@ class RPCProtocol(amp.AMP):
         command = box[amp.COMMAND].decode("ascii", "replace")
         ask = box.get(amp.ASK, b"-").decode("ascii", "replace")
         reference = f"{_HOST}:{os.getpid()}:{command}:{ask}"
+        if failure.check(errors.Transient):
+            log.warn(
+                "Responder for {command} from {peer} cannot answer now ({error}), reference {reference}",
+                command=command,
+                peer=self.peer_name,
+                error=failure.getErrorMessage(),
+                reference=reference,
+            )
+            return Failure(amp.RemoteAmpError(amp.UNHANDLED_ERROR_CODE, f"reference {reference}"))
         log.failure(
             "Unhandled error in responder for {command} from {peer}, reference {reference}",
             failure,

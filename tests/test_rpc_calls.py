@@ -6,7 +6,7 @@ import random
 
 import pytest
 from twisted.internet.defer import Deferred
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.protocols import amp
 
 from rpc import errors
@@ -28,6 +28,15 @@ class Hang(RPCCommand):
 class Explode(RPCCommand):
     arguments: list = []
     response: list = []
+
+
+class NotNow(RPCCommand):
+    arguments: list = []
+    response: list = []
+
+
+class Outage(errors.Transient, RuntimeError):
+    pass
 
 
 class Declared(RPCCommand):
@@ -53,6 +62,10 @@ class Responders(amp.CommandLocator):
     @Explode.responder
     def explode(self) -> dict:
         raise ZeroDivisionError("boom")
+
+    @NotNow.responder
+    def not_now(self) -> dict:
+        raise Outage("the database is restarting")
 
     @Declared.responder
     def declared(self) -> dict:
@@ -140,6 +153,18 @@ def test_unhandled_responder_error_is_answered_with_a_reference_and_logged(pair)
     d2 = cluster.call(Echo, value="still here")
     pump.flush()
     assert result_of(d2) == {"value": "still here"}
+
+
+def test_a_transient_responder_error_is_answered_with_a_reference_and_logged_in_one_line(pair, logged) -> None:
+    region, cluster, pump, clock = pair
+    d = cluster.call(NotNow)
+    pump.flush()
+    failure = result_of(d)
+    assert failure.check(errors.RemoteUnhandledError)
+    [event] = [e for e in logged if e.get("reference") == failure.value.reference]
+    assert "log_failure" not in event, "no traceback for an outage"
+    assert event["log_level"] == LogLevel.warn and "the database is restarting" in formatEvent(event)
+    assert region.connected and cluster.connected
 
 
 def test_declared_errors_cross_the_wire_as_themselves(pair) -> None:
