@@ -1,7 +1,8 @@
 """
 The router's answers when a handler fails: a bug is a 500 with a reference
 to the logged traceback; an unavailable database is a 503 the client can
-retry, logged in one line. Both in the route's own error shape.
+retry, logged in one line. Both in the route's own error shape.  And what
+it refuses before any handler runs.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import pytest_twisted
 from treq.testing import StubTreq
 from twisted.logger import LogLevel, formatEvent
@@ -34,8 +36,17 @@ async def bug(request: ApiRequest) -> Any:
     raise KeyError("oops")
 
 
+seen: list[dict[str, str]] = []
+
+
+async def echo(request: ApiRequest) -> Any:
+    seen.append(request.params)
+    return request.params
+
+
 def client() -> StubTreq:
     routes = [
+        Route("GET", "/api/v1/things/{name}", echo, "ours", role="read"),
         Route("GET", "/api/v1/outage", outage, "ours", role="read"),
         Route("GET", "/api/v1/bug", bug, "ours", role=None),
         Route("POST", "/api/infrastructure/query", outage, "a peer's", role="read",
@@ -91,3 +102,24 @@ async def test_a_bug_is_a_500_whose_reference_finds_the_logged_traceback(logged:
     [failure] = [e["log_failure"] for e in logged if "log_failure" in e]
     assert failure.check(KeyError)
 
+
+
+@pytest.mark.parametrize("segment", ["%00", "a%00b", "%00%00", "x%00"])
+@pytest_twisted.ensureDeferred
+async def test_a_nul_in_a_path_parameter_is_refused_before_the_handler(segment: str) -> None:
+    """
+    PostgreSQL text cannot hold NUL, so a handler passing it to a query
+    would fail with a 500; the router answers 400 for every route instead.
+    """
+    seen.clear()
+    status, body, _ = await call("GET", "/api/v1/things/" + segment)
+    assert status == 400 and body["error"]["code"] == "bad_request"
+    assert body["error"]["message"] == "path parameter 'name' must not contain NUL"
+    assert seen == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_path_parameters_reach_the_handler_percent_decoded() -> None:
+    seen.clear()
+    status, body, _ = await call("GET", "/api/v1/things/r%C3%A4ck%201")
+    assert (status, body) == (200, {"name": "räck 1"})

@@ -244,6 +244,10 @@ class ApiResource(Resource):
             }
             if any("\x00" in k or any("\x00" in v for v in vs) for k, vs in query.items()):
                 raise errors.BadRequest("query parameters must not contain NUL")
+            # PostgreSQL text cannot hold NUL, and no name or id we issue has one.
+            for name, value in params.items():
+                if "\x00" in value:
+                    raise errors.BadRequest(f"path parameter {name!r} must not contain NUL")
             api_request = ApiRequest(
                 method=method,
                 path=path,
