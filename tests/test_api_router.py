@@ -44,8 +44,13 @@ async def echo(request: ApiRequest) -> Any:
     return request.params
 
 
+async def echo_body(request: ApiRequest) -> Any:
+    return request.json()
+
+
 def client() -> StubTreq:
     routes = [
+        Route("POST", "/api/v1/things", echo_body, "ours", role="read"),
         Route("GET", "/api/v1/things/{name}", echo, "ours", role="read"),
         Route("GET", "/api/v1/outage", outage, "ours", role="read"),
         Route("GET", "/api/v1/bug", bug, "ours", role=None),
@@ -55,8 +60,9 @@ def client() -> StubTreq:
     return StubTreq(ApiResource(routes, authenticate))
 
 
-async def call(method: str, path: str, token: str = TOKEN) -> tuple[int, dict[str, Any], Any]:
-    response = await client().request(method, "http://region" + path, headers={"Authorization": f"Bearer {token}"})
+async def call(method: str, path: str, token: str = TOKEN, body: bytes | None = None) -> tuple[int, dict[str, Any], Any]:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    response = await client().request(method, "http://region" + path, headers=headers, data=body)
     return response.code, json.loads(await response.content()), response.headers
 
 
@@ -113,8 +119,10 @@ async def test_a_nul_in_a_path_parameter_is_refused_before_the_handler(segment: 
     """
     seen.clear()
     status, body, _ = await call("GET", "/api/v1/things/" + segment)
-    assert status == 400 and body["error"]["code"] == "bad_request"
-    assert body["error"]["message"] == "path parameter 'name' must not contain NUL"
+    assert status == 400
+    assert body == {"error": {
+        "code": "bad_request", "message": "path parameter 'name' must not contain NUL", "details": {"name": "must not contain NUL"},
+    }}
     assert seen == []
 
 
@@ -123,3 +131,14 @@ async def test_path_parameters_reach_the_handler_percent_decoded() -> None:
     seen.clear()
     status, body, _ = await call("GET", "/api/v1/things/r%C3%A4ck%201")
     assert (status, body) == (200, {"name": "räck 1"})
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+@pytest_twisted.ensureDeferred
+async def test_a_body_with_nan_or_infinity_is_not_json(constant: str) -> None:
+    """Python's parser takes them; JSON, PostgreSQL's jsonb and our own encoders do not."""
+    status, body, _ = await call("POST", "/api/v1/things", body=b'{"timeout": [1, %s]}' % constant.encode())
+    assert status == 400
+    assert body["error"]["message"] == f"body is not valid JSON: {constant} is not a JSON number"
+    status, body, _ = await call("POST", "/api/v1/things", body=b'{"timeout": [1, 1e308, "NaN"]}')
+    assert (status, body) == (200, {"timeout": [1, 1e308, "NaN"]})

@@ -404,7 +404,7 @@ async def test_the_records_are_listed_filtered_paged_and_shown_with_their_reques
     await error("/api/v1/infrastructures?page_size=0", 400)
     await error(f"/api/v1/infrastructures?cluster={uuidlib.uuid4()}", 404)
     await error("/api/v1/infrastructures/site-1/nope", 404)
-    await error("/api/v1/infrastructures/site-1/a%00b", 404)
+    assert (await error("/api/v1/infrastructures/site-1/a%00b", 400))["details"] == {"id": "must not contain NUL"}
     await error("/api/v1/infrastructures/a%00b/inf-1", 400)
     await error(f"/api/v1/infrastructures/{uuidlib.uuid4()}/inf-1", 404)
     assert (await region_stack.request("GET", "/api/v1/infrastructures")).status == 401

@@ -121,7 +121,12 @@ class Canned(Resource):
         return self.body
 
 
-@pytest.mark.parametrize("answer, message", [(b'{"not": "a list"}', "expected a JSON list"), (b"<html>", "not JSON")])
+@pytest.mark.parametrize("answer, message", [
+    (b'{"not": "a list"}', "expected a JSON list"),
+    (b"<html>", "not JSON"),
+    (b'[{"provider_name": Infinity}]', "not JSON"),
+    (b'[{"limits": {"storage": NaN}}]', "not JSON"),
+])
 def test_an_answer_that_is_not_a_json_list_is_an_error(answer: bytes, message: str) -> None:
     h = Harness()
     h.stub = StubTreq(Canned(answer))

@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from outpost import jsonstrict
 from regiond.api import errors
 from regiond.errors import DatabaseUnavailable
 from regiond.tokens import ADMIN
@@ -108,7 +109,7 @@ class ApiRequest:
         if content_type not in ("application/json", ""):
             raise errors.UnsupportedMediaType(f"send JSON (application/json), not {content_type}")
         try:
-            value = json.loads(self.raw_body)
+            value = jsonstrict.loads(self.raw_body)
         except (ValueError, UnicodeDecodeError) as e:
             raise errors.BadRequest(f"body is not valid JSON: {e}") from None
         except RecursionError:
@@ -247,7 +248,7 @@ class ApiResource(Resource):
             # PostgreSQL text cannot hold NUL, and no name or id we issue has one.
             for name, value in params.items():
                 if "\x00" in value:
-                    raise errors.BadRequest(f"path parameter {name!r} must not contain NUL")
+                    raise errors.BadRequest(f"path parameter {name!r} must not contain NUL", details={name: "must not contain NUL"})
             api_request = ApiRequest(
                 method=method,
                 path=path,

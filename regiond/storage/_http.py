@@ -8,7 +8,6 @@ a second try can fix.  Anything else comes back to the caller as it is.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping, Protocol, Sequence
 
 import attrs
@@ -23,6 +22,7 @@ from twisted.python.failure import Failure
 from twisted.web._newclient import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
 from twisted.web.client import HTTPConnectionPool
 
+from outpost import jsonstrict
 from outpost.metrics import observe_external
 from regiond.storage.errors import UpstreamError, UpstreamTimeout
 
@@ -76,7 +76,7 @@ class Answer:
     body: bytes
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        return jsonstrict.loads(self.body)
 
 
 async def _read(response: Any) -> bytes:

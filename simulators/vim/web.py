@@ -22,6 +22,7 @@ from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
+from outpost import jsonstrict
 from simulators._serve import SimulatorResource, origin_of, quiet_site, serve, unserve
 from simulators.vim.errors import (
     BAD_REQUEST,
@@ -44,10 +45,6 @@ JSON = b"application/json"
 MAX_BODY = 4 * 1024 * 1024
 
 _Answer = tuple[int, Any, dict[bytes, bytes]]
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 class VimResource(SimulatorResource):
@@ -184,7 +181,7 @@ def _body(request: Request) -> dict[str, Any]:
     if len(content) > MAX_BODY:
         raise ApiError(413, BAD_REQUEST, f"the body is larger than {MAX_BODY} bytes")
     try:
-        data = json.loads(content, parse_constant=_reject_constant)
+        data = jsonstrict.loads(content)
     except (ValueError, RecursionError) as e:
         raise ApiError(400, BAD_REQUEST, f"the body is not JSON: {' '.join(str(e).split())[:200]}") from None
     if not isinstance(data, dict):
