@@ -29,3 +29,16 @@ def test_a_non_finite_constant_anywhere_is_refused(value: Any, constant: str) ->
     text = json.dumps([value, {"x": [constant]}], allow_nan=False).replace(f'"{constant}"', constant)
     with pytest.raises(ValueError, match=f"^{constant} is not a JSON number$"):
         jsonstrict.loads(text)
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "1.5e400", "1" + "0" * 400 + ".0"])
+def test_a_number_out_of_a_double_s_range_is_refused(number: str) -> None:
+    """Python would read it as infinity."""
+    assert json.loads(number) in (float("inf"), float("-inf"))
+    with pytest.raises(ValueError, match="is out of range$"):
+        jsonstrict.loads(f'{{"timeout": {number}}}')
+
+
+def test_a_large_integer_is_still_an_integer() -> None:
+    """Integers are not floats: ``10**400`` is exact in Python (the handlers bound it)."""
+    assert jsonstrict.loads("1" + "0" * 400) == 10**400

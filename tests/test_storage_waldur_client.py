@@ -126,6 +126,7 @@ class Canned(Resource):
     (b"<html>", "not JSON"),
     (b'[{"provider_name": Infinity}]', "not JSON"),
     (b'[{"limits": {"storage": NaN}}]', "not JSON"),
+    (b'[{"limits": {"storage": 1e999}}]', "not JSON"),
 ])
 def test_an_answer_that_is_not_a_json_list_is_an_error(answer: bytes, message: str) -> None:
     h = Harness()
