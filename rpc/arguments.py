@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 import zlib
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.protocols import amp
 
@@ -28,6 +28,9 @@ COMPRESS_AT = 16 * 1024
 _RAW = b"J"
 _ZLIB = b"Z"
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
 
 def _chunk_key(name: bytes, index: int) -> bytes:
     return name if index == 0 else b"%s.%d" % (name, index)
@@ -42,7 +45,17 @@ class Structure(amp.Argument):
     each.  The receiver reads keys until one is missing.
     """
 
-    def toBox(self, name: bytes, strings: dict, objects: dict, proto: Any) -> None:  # noqa: N802
+    def __init__(self, optional: bool = False) -> None:
+        # Twisted's Argument.__init__ is unannotated; this gives callers a typed constructor.
+        super().__init__(optional)  # type: ignore[no-untyped-call]
+
+    def retrieve(self, d: dict[_K, _V], name: _K, proto: object) -> _V | None:
+        """Take `name` out of `d` (None if it is optional and absent)."""
+        # Twisted's Argument.retrieve is unannotated; this override only adds the types.
+        value: _V | None = super().retrieve(d, name, proto)  # type: ignore[no-untyped-call]
+        return value
+
+    def toBox(self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, Any], proto: object) -> None:  # noqa: N802
         value = self.retrieve(objects, amp._wireNameToPythonIdentifier(name), proto)
         if self.optional and value is None:
             return
@@ -54,7 +67,7 @@ class Structure(amp.Argument):
         for index, start in enumerate(range(0, len(data), CHUNK)):
             strings[_chunk_key(name, index)] = data[start : start + CHUNK]
 
-    def fromBox(self, name: bytes, strings: dict, objects: dict, proto: Any) -> None:  # noqa: N802
+    def fromBox(self, name: bytes, strings: dict[bytes, bytes], objects: dict[str, Any], proto: object) -> None:  # noqa: N802
         key = amp._wireNameToPythonIdentifier(name)
         first = self.retrieve(strings, name, proto)
         if first is None:  # optional and absent
@@ -77,9 +90,16 @@ class Structure(amp.Argument):
 class UUID(amp.Unicode):
     """A UUID, sent as its canonical text and checked on arrival."""
 
+    def __init__(self, optional: bool = False) -> None:
+        # Twisted's Argument.__init__ is unannotated; this gives callers a typed constructor.
+        super().__init__(optional)  # type: ignore[no-untyped-call]
+
     def fromString(self, inString: bytes) -> str:  # noqa: N802
-        text = super().fromString(inString)
+        # Twisted's Unicode.fromString is unannotated.
+        text: str = super().fromString(inString)  # type: ignore[no-untyped-call]
         return str(uuid.UUID(text))
 
     def toString(self, inObject: str) -> bytes:  # noqa: N802
-        return super().toString(str(uuid.UUID(str(inObject))))
+        # Twisted's Unicode.toString is unannotated.
+        data: bytes = super().toString(str(uuid.UUID(str(inObject))))  # type: ignore[no-untyped-call]
+        return data

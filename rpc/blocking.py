@@ -15,10 +15,11 @@ from typing import Any, Hashable, Iterable, Iterator, Mapping
 
 import attrs
 from crochet import EventualResult, run_in_reactor
+from twisted.internet.defer import Deferred
 from twisted.protocols import amp
 
 from rpc.client import Client
-from rpc.gather import Call, Outcome, as_keyed, gather
+from rpc.gather import Call, Key, Outcome, as_keyed, gather
 
 __all__ = ["ThreadClient", "gather_blocking"]
 
@@ -28,7 +29,9 @@ _MARGIN = 5.0
 
 
 @run_in_reactor
-def _call_in_reactor(client: Client, command: type[amp.Command], timeout: float | None, kwargs: dict) -> Any:
+def _call_in_reactor(
+    client: Client, command: type[amp.Command], timeout: float | None, kwargs: dict[str, Any]
+) -> Deferred[dict[str, Any]]:
     return client(command, timeout=timeout, **kwargs)
 
 
@@ -48,22 +51,28 @@ class ThreadClient:
     def ident(self) -> str:
         return self.client.ident
 
-    def __call__(self, command: type[amp.Command], timeout: float | None = None, **kwargs: Any) -> EventualResult:
-        return _call_in_reactor(self.client, command, timeout, kwargs)
+    def __call__(
+        self, command: type[amp.Command], timeout: float | None = None, **kwargs: Any
+    ) -> EventualResult[dict[str, Any]]:
+        # crochet's stub types the result as EventualResult[Deferred[...]]; a
+        # returned Deferred is waited for, so the result is the response dict.
+        return _call_in_reactor(self.client, command, timeout, kwargs)  # type: ignore[return-value]
 
-    def call(self, command: type[amp.Command], timeout: float | None = None, **kwargs: Any) -> dict:
+    def call(self, command: type[amp.Command], timeout: float | None = None, **kwargs: Any) -> dict[str, Any]:
         limit = self.client.connection.call_timeout if timeout is None else timeout
         return self(command, timeout=timeout, **kwargs).wait(limit + _MARGIN)
 
 
 @run_in_reactor
-def _start_gather(keyed: list[tuple[Hashable, Call]], timeout: float, sink: "queue.Queue[Outcome]") -> Any:
+def _start_gather(
+    keyed: list[tuple[Hashable, Call]], timeout: float, sink: "queue.Queue[Outcome]"
+) -> Deferred[list[Outcome]]:
     from twisted.internet import reactor  # the reactor crochet drives
 
     return gather(dict(keyed), timeout, reactor, on_outcome=sink.put)
 
 
-def gather_blocking(calls: Mapping[Hashable, Call] | Iterable[Call], timeout: float) -> Iterator[Outcome]:
+def gather_blocking(calls: Mapping[Key, Call] | Iterable[Call], timeout: float) -> Iterator[Outcome]:
     """
     `rpc.gather.gather` for threads: yields each `Outcome` as it arrives.
 

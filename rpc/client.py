@@ -27,7 +27,7 @@ class Client:
     connection: RPCProtocol
     ident: str
 
-    def __call__(self, command: type[amp.Command], timeout: float | None = None, **kwargs: Any) -> Deferred:
+    def __call__(self, command: type[amp.Command], timeout: float | None = None, **kwargs: Any) -> Deferred[dict[str, Any]]:
         return self.connection.call(command, timeout=timeout, **kwargs)
 
     def __eq__(self, other: object) -> bool:

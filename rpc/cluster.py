@@ -41,12 +41,12 @@ __all__ = [
 ]
 
 #: Errors any MAAS-backed command may answer with.
-_MAAS_ERRORS = {
+_MAAS_ERRORS: dict[type[Exception], bytes] = {
     rpc_errors.IntegrationNotConfigured: b"NOT_CONFIGURED",
     rpc_errors.IntegrationUnavailable: b"UNAVAILABLE",
     rpc_errors.IntegrationAuthFailed: b"AUTH_FAILED",
 }
-_MACHINE_ERRORS = {
+_MACHINE_ERRORS: dict[type[Exception], bytes] = {
     **_MAAS_ERRORS,
     rpc_errors.NoSuchMachine: b"NO_SUCH_MACHINE",
     rpc_errors.MachineActionConflict: b"CONFLICT",
@@ -164,7 +164,7 @@ class ListNetworks(RPCCommand):
     :since: 0.2
     """
 
-    arguments: list = []
+    arguments = []
     response = [(b"subnets", Structure()), (b"vlans", Structure()), (b"spaces", Structure())]
     errors = _MAAS_ERRORS
 
@@ -172,7 +172,7 @@ class ListNetworks(RPCCommand):
 class ListZones(RPCCommand):
     """The site's MAAS zones.  :since: 0.2"""
 
-    arguments: list = []
+    arguments = []
     response = [(b"zones", Structure())]
     errors = _MAAS_ERRORS
 
@@ -180,7 +180,7 @@ class ListZones(RPCCommand):
 class ListPools(RPCCommand):
     """The site's MAAS resource pools.  :since: 0.2"""
 
-    arguments: list = []
+    arguments = []
     response = [(b"pools", Structure())]
     errors = _MAAS_ERRORS
 
@@ -195,12 +195,12 @@ class TestMAASConnection(RPCCommand):
     :since: 0.2
     """
 
-    arguments: list = []
+    arguments = []
     response = [(b"ok", amp.Boolean()), (b"checks", Structure())]
     errors = {rpc_errors.IntegrationNotConfigured: b"NOT_CONFIGURED"}
 
 
-_VOLUME_ERRORS = {
+_VOLUME_ERRORS: dict[type[Exception], bytes] = {
     rpc_errors.IntegrationNotConfigured: b"NOT_CONFIGURED",
     rpc_errors.IntegrationUnavailable: b"UNAVAILABLE",
     rpc_errors.IntegrationAuthFailed: b"AUTH_FAILED",
@@ -217,7 +217,7 @@ class ConfigureCloudStack(RPCCommand):
     """
 
     arguments = [(b"configuration", Structure(optional=True))]
-    response: list = []
+    response = []
 
 
 class TestCloudStackConnection(RPCCommand):
@@ -228,7 +228,7 @@ class TestCloudStackConnection(RPCCommand):
     :since: 0.3
     """
 
-    arguments: list = []
+    arguments = []
     response = [(b"ok", amp.Boolean()), (b"checks", Structure())]
     errors = {rpc_errors.IntegrationNotConfigured: b"NOT_CONFIGURED"}
 
@@ -244,7 +244,7 @@ class PrepareVolumes(RPCCommand):
     """
 
     arguments = [(b"job_id", amp.Unicode()), (b"disks", Structure())]
-    response: list = []
+    response = []
     errors = _VOLUME_ERRORS
 
 
@@ -258,7 +258,7 @@ class CleanupVolumes(RPCCommand):
     """
 
     arguments = [(b"job_id", amp.Unicode()), (b"delete", amp.Boolean())]
-    response: list = []
+    response = []
     errors = _VOLUME_ERRORS
 
 
@@ -278,7 +278,7 @@ class ReconcileVolumes(RPCCommand):
 
 
 #: Errors every infrastructure command may answer with (Ignition's error classes).
-INFRASTRUCTURE_ERRORS = {
+INFRASTRUCTURE_ERRORS: dict[type[Exception], bytes] = {
     rpc_errors.InvalidInfrastructureTemplate: b"INVALID_TEMPLATE",
     rpc_errors.InvalidInfrastructureRequest: b"INVALID_REQUEST",
     rpc_errors.InfrastructureNotFound: b"INFRASTRUCTURE_NOT_FOUND",

@@ -31,7 +31,7 @@ class Identify(RPCCommand):
     :since: 0.1
     """
 
-    arguments: list = []
+    arguments = []
     response = [(b"ident", amp.Unicode()), (b"role", amp.Unicode())]
 
 
@@ -58,8 +58,8 @@ class Ping(RPCCommand):
     :since: 0.1
     """
 
-    arguments: list = []
-    response: list = []
+    arguments = []
+    response = []
 
 
 #: Commands a peer may send before it has proved the secret.

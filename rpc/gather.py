@@ -10,7 +10,7 @@ threads is `rpc.blocking.gather_blocking`.
 from __future__ import annotations
 
 import enum
-from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol
+from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol, TypeVar
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
@@ -49,6 +49,9 @@ class Outcome:
 
 Call = Callable[[], Any]
 
+#: A mapping's key type (`Mapping` is invariant in it, so ``Mapping[Hashable, ...]`` would refuse a ``dict[str, ...]``).
+Key = TypeVar("Key", bound=Hashable)
+
 #: Errors meaning "the peer could not be reached", as opposed to "it answered with an error".
 UNAVAILABLE = (errors.NoConnectionsAvailable, errors.ConnectionClosed, errors.NotAuthenticated)
 
@@ -59,7 +62,7 @@ class OutcomeMetrics(Protocol):
     def observe(self, outcome: str) -> None: ...
 
 
-def as_keyed(calls: Mapping[Hashable, Call] | Iterable[Call]) -> list[tuple[Hashable, Call]]:
+def as_keyed(calls: Mapping[Key, Call] | Iterable[Call]) -> list[tuple[Hashable, Call]]:
     """Keys for calls: a mapping's own, or the position in a sequence."""
     if isinstance(calls, Mapping):
         return list(calls.items())
@@ -77,7 +80,7 @@ def _classify(key: Hashable, result: Any) -> Outcome:
 
 
 def gather(
-    calls: Mapping[Hashable, Call] | Iterable[Call],
+    calls: Mapping[Key, Call] | Iterable[Call],
     timeout: float,
     clock: IReactorTime,
     on_outcome: Callable[[Outcome], None] | None = None,
@@ -94,7 +97,7 @@ def gather(
     keyed = as_keyed(calls)
     outcomes: list[Outcome] = []
     done: Deferred[list[Outcome]] = Deferred()
-    pending: dict[Hashable, Deferred] = {}
+    pending: dict[Hashable, Deferred[Any]] = {}
 
     def record(outcome: Outcome) -> None:
         outcomes.append(outcome)

@@ -29,8 +29,8 @@ from typing import Any, Callable, Protocol as TypingProtocol
 import attrs
 from twisted.internet import error as ierror
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IReactorTime, ITCPTransport
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -121,6 +121,10 @@ class RPCProtocol(amp.AMP):
     answered here.
     """
 
+    #: Set by `makeConnection` and never unset.  RPC runs over TCP (or TLS
+    #: over it), hence `abortConnection`.
+    transport: ITCPTransport | None
+
     def __init__(
         self,
         *,
@@ -135,7 +139,8 @@ class RPCProtocol(amp.AMP):
     ) -> None:
         if role not in _PEER_ROLE:
             raise ValueError(f"role must be {REGION!r} or {CLUSTER!r}")
-        super().__init__()
+        # Twisted's AMP.__init__ is unannotated.
+        super().__init__()  # type: ignore[no-untyped-call]
         self._secret_source = _source(secret)
         #: This connection's secrets, read from the source when it is made.
         self._keys: SecretKeys | None = None
@@ -156,7 +161,7 @@ class RPCProtocol(amp.AMP):
         self.connected = False
         #: "host:port" of the other end, kept after the connection goes for logs.
         self.peer_name = "?"
-        self._handshake = _Handshake(self)
+        self._handshake: amp.CommandLocator = _Handshake(self)
         self._auth_timer: Any = None
         self._auth_waiters: list[Deferred[RPCProtocol]] = []
         self._auth_outcome: Failure | None = None
@@ -167,9 +172,10 @@ class RPCProtocol(amp.AMP):
     # -- connection life ---------------------------------------------------
 
     def connectionMade(self) -> None:  # noqa: N802
-        super().connectionMade()
+        # Twisted's BaseProtocol.connectionMade is unannotated.
+        super().connectionMade()  # type: ignore[no-untyped-call]
         self.connected = True
-        peer = self.transport.getPeer()
+        peer = self._live_transport.getPeer()
         host, port = getattr(peer, "host", None), getattr(peer, "port", None)
         self.peer_name = f"{host}:{port}" if host is not None else str(peer)
         try:
@@ -177,16 +183,19 @@ class RPCProtocol(amp.AMP):
         except Exception as e:
             log.error("Dropping {peer}: no RPC secret to use: {error}", peer=self.peer_name, error=str(e))
             self._settle_auth(Failure(errors.AuthenticationFailed("no secret to authenticate with")))
-            self.transport.abortConnection()
+            self._live_transport.abortConnection()
             return
         self._auth_timer = self.clock.callLater(self.auth_timeout, self._auth_timed_out)
         challenge = os.urandom(CHALLENGE_BYTES)
-        d = self.callRemote(Authenticate, challenge=challenge)
+        # Twisted's BoxDispatcher.callRemote is unannotated.
+        d: Deferred[dict[str, bytes]] = self.callRemote(  # type: ignore[no-untyped-call]
+            Authenticate, challenge=challenge
+        )
         d.addCallbacks(self._check_proof, self._proof_failed, callbackArgs=(challenge,))
         if self.on_connect is not None:
             self.on_connect(self)
 
-    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         self.connected = False
         self._cancel_auth_timer()
         if self._proved and self.peer_authenticated and not self._peer_accepted_us:
@@ -199,7 +208,8 @@ class RPCProtocol(amp.AMP):
                 prover=self.keys.fingerprints[0],
             )
         self._settle_auth(Failure(errors.ConnectionClosed(f"connection to {self.peer_name} closed")))
-        super().connectionLost(reason)
+        # Twisted's AMP.connectionLost is unannotated.
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
         waiters, self._close_waiters = self._close_waiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -211,6 +221,13 @@ class RPCProtocol(amp.AMP):
         d: Deferred[None] = Deferred()
         self._close_waiters.append(d)
         return d
+
+    @property
+    def _live_transport(self) -> ITCPTransport:
+        """`transport`, for code that only runs once the connection was made."""
+        transport = self.transport
+        assert transport is not None, "the connection has not been made yet"
+        return transport
 
     def _cancel_auth_timer(self) -> None:
         if self._auth_timer is not None and self._auth_timer.active():
@@ -225,7 +242,7 @@ class RPCProtocol(amp.AMP):
             timeout=self.auth_timeout,
         )
         self._settle_auth(Failure(errors.AuthenticationFailed("authentication timed out")))
-        self.transport.abortConnection()
+        self._live_transport.abortConnection()
 
     @property
     def keys(self) -> SecretKeys:
@@ -251,7 +268,7 @@ class RPCProtocol(amp.AMP):
                 fingerprints=", ".join(self.keys.fingerprints),
             )
             self._settle_auth(Failure(errors.AuthenticationFailed("peer failed to prove the secret")))
-            self.transport.loseConnection()
+            self._live_transport.loseConnection()
 
     def _proof_failed(self, failure: Failure) -> None:
         if self.connected:
@@ -260,7 +277,7 @@ class RPCProtocol(amp.AMP):
                 peer=self.peer_name,
                 error=failure.getErrorMessage(),
             )
-            self.transport.loseConnection()
+            self._live_transport.loseConnection()
         self._settle_auth(Failure(errors.AuthenticationFailed(failure.getErrorMessage())))
 
     def _settle_auth(self, outcome: Failure | None) -> None:
@@ -293,13 +310,13 @@ class RPCProtocol(amp.AMP):
 
     # -- receiving ---------------------------------------------------------
 
-    def locateResponder(self, name: bytes) -> Callable[[amp.AmpBox], Deferred] | None:  # noqa: N802
-        responder = self._handshake.locateResponder(name)
+    def locateResponder(self, name: bytes) -> Callable[[amp.AmpBox], Deferred[amp.AmpBox]] | None:  # noqa: N802
+        responder: Callable[[amp.AmpBox], Deferred[amp.AmpBox]] | None = self._handshake.locateResponder(name)
         if responder is None and self.domain_locator is not None:
             responder = self.domain_locator.locateResponder(name)
         return responder
 
-    def dispatchCommand(self, box: amp.AmpBox) -> Deferred:  # noqa: N802
+    def dispatchCommand(self, box: amp.AmpBox) -> Deferred[amp.AmpBox]:  # noqa: N802
         name = box[amp.COMMAND]
         if not self.peer_authenticated and name not in PRE_AUTH_COMMANDS:
             log.warn(
@@ -308,14 +325,16 @@ class RPCProtocol(amp.AMP):
                 peer=self.peer_name,
             )
             if amp.ASK not in box:
-                self.transport.loseConnection()
+                self._live_transport.loseConnection()
             # Fatal: AMP answers with a QuitBox, which closes the connection.
             return fail(amp.RemoteAmpError(b"NOT_AUTHENTICATED", "authenticate first", fatal=True))
         if name not in PRE_AUTH_COMMANDS:
             self._peer_accepted_us = True
         responder = self.locateResponder(name)
         if responder is None:
-            return super().dispatchCommand(box)
+            # Twisted's BoxDispatcher.dispatchCommand is unannotated.
+            unknown: Deferred[amp.AmpBox] = super().dispatchCommand(box)  # type: ignore[no-untyped-call]
+            return unknown
         stats = None if self.metrics is None else self.metrics.incoming(name)
         started = 0.0 if stats is None else self.clock.seconds()
         try:
@@ -364,7 +383,7 @@ class RPCProtocol(amp.AMP):
 
     # -- calling -----------------------------------------------------------
 
-    def call(self, command: type[amp.Command], timeout: float | None = None, **kwargs: Any) -> Deferred:
+    def call(self, command: type[amp.Command], timeout: float | None = None, **kwargs: Any) -> Deferred[dict[str, Any]]:
         """
         Call `command` on the peer; fires with its response dict.
 
@@ -385,7 +404,8 @@ class RPCProtocol(amp.AMP):
         timeout = self.call_timeout if timeout is None else timeout
         started = 0.0 if stats is None else self.clock.seconds()
         try:
-            inner = self.callRemote(command, **kwargs)
+            # Twisted's BoxDispatcher.callRemote is unannotated.
+            inner: Deferred[dict[str, Any]] = self.callRemote(command, **kwargs)  # type: ignore[no-untyped-call]
         except Exception as e:  # arguments that do not serialise
             if stats is not None:
                 stats.observe("invalid", 0.0)
@@ -414,7 +434,7 @@ class RPCProtocol(amp.AMP):
                     stats.observe("timeout", self.clock.seconds() - started)
                 outer.errback(Failure(errors.CallTimedOut(command.commandName.decode("ascii"), timeout)))
 
-        outer: Deferred = Deferred(cancelled)
+        outer: Deferred[dict[str, Any]] = Deferred(cancelled)
 
         def relay(result: Any) -> None:
             stop_timer()
@@ -444,7 +464,7 @@ class RPCProtocol(amp.AMP):
 
 def _translate(failure: Failure) -> Failure:
     """Turn AMP's and Twisted's transport errors into our own."""
-    if failure.check(amp.UnhandledCommand):
+    if isinstance(failure.value, amp.UnhandledCommand):
         description = failure.value.args[1] if len(failure.value.args) > 1 else str(failure.value)
         if isinstance(description, str) and description.startswith("reference "):
             return Failure(errors.RemoteUnhandledError(description[len("reference "):]))
@@ -469,7 +489,7 @@ class CallMetrics(TypingProtocol):
 
 
 class LocatorFactory(TypingProtocol):
-    def __call__(self, proto: RPCProtocol) -> amp.CommandLocator: ...
+    def __call__(self, proto: RPCProtocol, /) -> amp.CommandLocator: ...
 
 
 @attrs.define(eq=False)

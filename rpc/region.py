@@ -32,7 +32,7 @@ class RegisterCluster(RPCCommand):
         (b"version", amp.Unicode()),
         (b"capabilities", Structure()),
     ]
-    response: list = []
+    response = []
     errors = {rpc_errors.RegistrationRejected: b"REGISTRATION_REJECTED"}
 
 
@@ -46,7 +46,7 @@ class GetRegionEndpoints(RPCCommand):
     :since: 0.1
     """
 
-    arguments: list = []
+    arguments = []
     response = [(b"endpoints", Structure())]
 
 
@@ -69,7 +69,7 @@ class ReportPowerOutcome(RPCCommand):
         (b"state", amp.Unicode()),
         (b"error", amp.Unicode()),
     ]
-    response: list = []
+    response = []
     errors = {rpc_errors.RegistrationRequired: b"REGISTRATION_REQUIRED"}
 
 
@@ -86,7 +86,7 @@ class ReportEvent(RPCCommand):
         (b"outcome", amp.Unicode()),
         (b"data", Structure()),
     ]
-    response: list = []
+    response = []
     errors = {rpc_errors.RegistrationRequired: b"REGISTRATION_REQUIRED"}
 
 
@@ -104,7 +104,7 @@ class ReportVolumeState(RPCCommand):
         (b"state", amp.Unicode()),
         (b"details", Structure()),
     ]
-    response: list = []
+    response = []
     errors = {rpc_errors.RegistrationRequired: b"REGISTRATION_REQUIRED"}
 
 
@@ -123,7 +123,7 @@ class ReportVolumeJob(RPCCommand):
         (b"undone", Structure()),
         (b"error", amp.Unicode()),
     ]
-    response: list = []
+    response = []
     errors = {rpc_errors.RegistrationRequired: b"REGISTRATION_REQUIRED"}
 
 
@@ -138,7 +138,7 @@ class GetTrackedVolumeJobs(RPCCommand):
     :since: 0.3
     """
 
-    arguments: list = []
+    arguments = []
     response = [(b"job_ids", Structure()), (b"busy", Structure())]
     errors = {rpc_errors.RegistrationRequired: b"REGISTRATION_REQUIRED"}
 
@@ -161,5 +161,5 @@ class ReportInfrastructureTask(RPCCommand):
         (b"operation", amp.Unicode()),
         (b"deployment_location", Structure()),
     ]
-    response: list = []
+    response = []
     errors = {rpc_errors.RegistrationRequired: b"REGISTRATION_REQUIRED"}
