@@ -44,7 +44,7 @@ from regiond.volumes.config import CloudStackConfigStore
 from regiond.volumes.service import VolumeService
 from regiond.volumes.store import VolumeJobStore
 from regiond.webhooks import Webhook, WebhookDispatcher
-from rpc.protocol import REGION, RPCFactory, RPCProtocol
+from rpc.protocol import REGION, RPCFactory, RPCProtocol, SecretSource
 
 __all__ = ["RegionApp", "MAAS_CAPABILITY"]
 
@@ -61,8 +61,9 @@ class RegionApp:
     reactor: Any
     db: Database
     webhook_secret: bytes | None = attrs.field(default=None, repr=False)
-    #: The region's RPC secret; CloudStack credentials are encrypted at rest with a key derived from it.
-    region_secret: bytes = attrs.field(default=b"", repr=False)
+    #: The region's RPC secret (or its secret file, read at each use); CloudStack credentials are
+    #: encrypted at rest with a key derived from it.
+    region_secret: bytes | SecretSource = attrs.field(default=b"", repr=False)
     storage_config: StorageConfig | None = None
     #: This process's metrics; None (tests) records nothing and serves no /metrics.
     metrics: Metrics | None = None
@@ -117,7 +118,7 @@ class RegionApp:
         )
         self.infrastructure_service = InfrastructureService(self.registry, self.clusters, InfrastructureStore(self.db))
 
-    def rpc_factory(self, secret: bytes, ident: str, **kwargs: Any) -> RPCFactory:
+    def rpc_factory(self, secret: bytes | SecretSource, ident: str, **kwargs: Any) -> RPCFactory:
         if self.metrics is not None:
             kwargs.setdefault("metrics", self.metrics.rpc)
         return RPCFactory(secret=secret, role=REGION, clock=self.reactor, ident=ident, locator_factory=self._responders, **kwargs)

@@ -8,6 +8,7 @@ region process cannot leave clusters looking connected.
 
 from __future__ import annotations
 
+import builtins
 import json
 from typing import Any
 
@@ -120,7 +121,7 @@ class ClusterStore:
             params.append(name)
         return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
-    async def resolve(self, ref: str) -> list[str]:
+    async def resolve(self, ref: str) -> builtins.list[str]:
         """The uuids of clusters whose uuid or name is `ref` (more than one: the name is ambiguous)."""
         rows = await self.db.fetch(
             "SELECT uuid::text AS uuid FROM clusters WHERE uuid::text = %s OR name = %s ORDER BY uuid", (ref.lower(), ref)

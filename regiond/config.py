@@ -135,10 +135,10 @@ def _path(value: Any) -> Path:
 
 
 def _event_type(value: Any) -> str:
-    string(value)
-    if len(value) > 255 or any(c.isspace() for c in value):
-        raise ValueError(f"must be an event type or a prefix ending in '.', without spaces, not {value!r}")
-    return value
+    text = string(value)
+    if len(text) > 255 or any(c.isspace() for c in text):
+        raise ValueError(f"must be an event type or a prefix ending in '.', without spaces, not {text!r}")
+    return text
 
 
 def _webhook_types(value: Any) -> tuple[str, ...]:

@@ -52,13 +52,13 @@ class Leadership(Service):
     _lock: DeferredLock = attrs.field(init=False, factory=DeferredLock)
 
     def startService(self) -> None:  # noqa: N802
-        super().startService()
+        Service.startService(self)
         self._loop = LoopingCall(lambda: Deferred.fromCoroutine(self.check()))
         self._loop.clock = self.reactor
         self._loop.start(self.interval, now=True).addErrback(lambda f: log.failure("Leadership loop for {name} stopped", f, name=self.name))
 
     def stopService(self) -> Deferred[None]:  # noqa: N802
-        super().stopService()
+        Service.stopService(self)
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         return Deferred.fromCoroutine(self._resign())

@@ -85,7 +85,7 @@ class RegionService(Service):
         return None if path is None else load_secret(path)
 
     def startService(self) -> None:  # noqa: N802
-        super().startService()
+        Service.startService(self)
         self._started = Deferred.fromCoroutine(self._start())
         self._started.addErrback(self._failed_to_start)
 
@@ -98,7 +98,7 @@ class RegionService(Service):
         self.reactor.callWhenRunning(self.reactor.stop)
 
     def stopService(self) -> Deferred[None]:  # noqa: N802
-        super().stopService()
+        Service.stopService(self)
         return Deferred.fromCoroutine(self._stop())
 
     async def _start(self) -> None:
@@ -175,6 +175,7 @@ class RegionService(Service):
 
     async def _beat(self, processes: RegionProcessStore, clusters: ClusterStore) -> None:
         try:
+            assert self._process_id is not None, "the heartbeat starts once this process is registered"
             await processes.heartbeat(self._process_id)
             await clusters.touch(self.registry.connected_uuids())
         except Exception:
@@ -199,13 +200,17 @@ class RegionService(Service):
         if self._resealer is not None:
             await self._resealer.stop()
         for port in reversed(self._ports):
-            await port.stopListening()
+            stopped = port.stopListening()  # IListeningPort allows None: stopped at once
+            if stopped is not None:
+                await stopped
         self._ports.clear()
         if self.app is not None and self.app.storage is not None:
             await self.app.storage.close()
         closing = []
         for connection in self.registry.all_connections():
             closing.append(connection.when_closed())
+            # Connections are registered once authenticated, so they have a transport.
+            assert connection.transport is not None, "a registered connection is connected"
             connection.transport.loseConnection()
         # Disconnections are recorded from connectionLost, which comes a
         # reactor turn later: wait for every one before closing the database.

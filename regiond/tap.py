@@ -33,5 +33,6 @@ def makeService(options: Options) -> IService:  # noqa: N802
 
     crochet.no_setup()  # twistd owns the reactor
     top = MultiService()
-    RegionService(reactor, options["parsed"]).setServiceParent(top)
+    region: IService = RegionService(reactor, options["parsed"])
+    region.setServiceParent(top)
     return top

@@ -130,7 +130,8 @@ def verify_signature(
 
 def backoff(attempts: int, rand: Callable[[], float] = random.random) -> float:
     """Seconds to wait after the `attempts`-th failure in a row: 1, 2, 4 … 600, each ±20 %."""
-    base = min(MAX_RETRY, FIRST_RETRY * 2 ** min(max(attempts, 1) - 1, 30))
+    # int ** int is typed Any (a negative exponent gives a float); this one never is negative.
+    base: float = min(MAX_RETRY, FIRST_RETRY * 2 ** min(max(attempts, 1) - 1, 30))
     return min(MAX_RETRY, base * (1 - JITTER + 2 * JITTER * rand()))
 
 
@@ -254,8 +255,13 @@ class _Worker:
         attempt = Deferred.fromCoroutine(self._post(body, headers))
         # Cancelling a request surfaces as CancelledError or as the agent's own
         # wrapping of it (ResponseNeverReceived, ...): remember who cancelled.
-        timed_out = []
-        timer = dispatcher.clock.callLater(dispatcher.timeout, lambda: (timed_out.append(True), attempt.cancel()))
+        timed_out: list[bool] = []
+
+        def time_out() -> None:
+            timed_out.append(True)
+            attempt.cancel()
+
+        timer = dispatcher.clock.callLater(dispatcher.timeout, time_out)
         self._inflight = attempt
         try:
             await attempt

@@ -22,7 +22,7 @@ import os
 import re
 import socket
 from urllib.parse import unquote
-from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence, TypeVar, overload
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 log = Logger()
+
+_T = TypeVar("_T")
+_D = TypeVar("_D")
 
 MAX_BODY = 1024 * 1024
 #: Seconds a client is told to wait (``Retry-After``) when the database is unavailable.
@@ -196,7 +199,7 @@ class ApiResource(Resource):
         observer: Observer | None = None,
         metrics: RequestMetrics | None = None,
     ) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.routes = list(routes)
         self._authenticate = authenticate
         self._observer = observer
@@ -319,7 +322,12 @@ class ApiResource(Resource):
             # Time to the start of the stream: a stream's whole life is not a latency.
             self._metrics.observe(route.template, route.method, 200, self._metrics.clock.seconds() - started)
         gone: Deferred[None] = Deferred()
-        request.notifyFinish().addBoth(lambda _: gone.called or gone.callback(None))
+
+        def finished(_: object) -> None:
+            if not gone.called:
+                gone.callback(None)
+
+        request.notifyFinish().addBoth(finished)
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", stream.content_type.encode("latin-1"))
         request.setHeader(b"Cache-Control", b"no-store")
@@ -349,6 +357,10 @@ class ApiResource(Resource):
         return found
 
 
+@overload
+def parse_query(request: ApiRequest, name: str, convert: Callable[[str], _T]) -> _T | None: ...
+@overload
+def parse_query(request: ApiRequest, name: str, convert: Callable[[str], _T], default: _D) -> _T | _D: ...
 def parse_query(request: ApiRequest, name: str, convert: Callable[[str], Any], default: Any = None) -> Any:
     """A converted query parameter, or a 400 naming it."""
     value = request.arg(name)

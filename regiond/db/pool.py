@@ -22,7 +22,7 @@ from __future__ import annotations
 import select
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 import attrs
 import psycopg2
@@ -51,7 +51,7 @@ _log = Logger()
 
 Row = dict[str, Any]
 #: SQL text with %s placeholders, or a psycopg2.sql composition (for identifiers).
-Query = str | Composable
+Query: TypeAlias = str | Composable
 Params = Sequence[Any]
 #: Called with (channel, payload) for each NOTIFY on a channel listened to.
 NotifyCallback = Callable[[str, str], object]

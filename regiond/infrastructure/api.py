@@ -17,13 +17,13 @@ Create and delete need an admin token; query and find a read token.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence, TypedDict
 
 import attrs
 
 from regiond.api import errors
 from regiond.api.params import pagination, resolve_cluster
-from regiond.api.router import ApiRequest, Response, Route, parse_query
+from regiond.api.router import ApiRequest, ErrorBody, Response, Route, parse_query
 from regiond.api.rpcerrors import RETRY_AFTER
 from regiond.clusters import ClusterStore
 from regiond.infrastructure.service import (
@@ -59,6 +59,14 @@ IGNITION_ERROR_SCHEMA = {
     "type": "object", "required": ["localizedMessage", "status"],
     "properties": {"localizedMessage": {"type": "string"}, "status": {"type": "integer"}},
 }
+
+
+class _IgnitionRoute(TypedDict):
+    """The `Route` fields every Ignition route shares (passed as ``**``)."""
+
+    tags: Sequence[str]
+    error_body: ErrorBody
+    error_schema: Mapping[str, Any]
 
 
 class InfrastructureFailed(errors.ApiError):
@@ -208,7 +216,7 @@ _ERRORS = {
     500: "The driver failed (InfrastructureError)",
     503: "Temporary: the driver or the cluster cannot take it now, or did not answer in time (see Retry-After)",
 }
-_INFRASTRUCTURE = {
+_INFRASTRUCTURE: dict[str, Any] = {
     "type": "object",
     "properties": {
         "cluster": {"type": "string", "format": "uuid"}, "cluster_name": {"type": "string"},
@@ -295,7 +303,9 @@ class InfrastructureAPI:
         return found
 
     def routes(self) -> list[Route]:
-        ignition = {"tags": ["infrastructure"], "error_body": ignition_error_body, "error_schema": IGNITION_ERROR_SCHEMA}
+        ignition: _IgnitionRoute = {
+            "tags": ["infrastructure"], "error_body": ignition_error_body, "error_schema": IGNITION_ERROR_SCHEMA
+        }
         return [
             Route("POST", "/api/infrastructure/create", self.create,
                   "Create infrastructure from a template at a deployment location (Ignition); completion is a task event",

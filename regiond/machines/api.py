@@ -179,7 +179,8 @@ class MachinesAPI:
 
         async def check() -> dict[str, Any]:
             client = await self.service.registry.getClientFor(cluster, timeout=0)
-            return await client(commands.TestMAASConnection, timeout=FAN_OUT_TIMEOUT)
+            answer: dict[str, Any] = await client(commands.TestMAASConnection, timeout=FAN_OUT_TIMEOUT)
+            return answer
 
         answer = await self._call(check(), cluster)
         return {"cluster": cluster, **answer}
@@ -219,8 +220,13 @@ class MachinesAPI:
 
     def routes(self) -> list[Route]:
         machine = "/api/v1/machines/{cluster}/{system_id}"
-        multi = lambda name: {"name": name, "in": "query", "schema": {"type": "array", "items": {"type": "string"}}, "style": "form", "explode": True}  # noqa: E731
-        action_body = lambda props: {"type": "object", "properties": props, "additionalProperties": False}  # noqa: E731
+
+        def multi(name: str) -> dict[str, Any]:
+            return {"name": name, "in": "query", "schema": {"type": "array", "items": {"type": "string"}}, "style": "form", "explode": True}
+
+        def action_body(props: dict[str, Any]) -> dict[str, Any]:
+            return {"type": "object", "properties": props, "additionalProperties": False}
+
         accepted = {202: "Accepted; the outcome follows as events with the request_id", **_ACTION_ERRORS}
         return [
             Route("GET", "/api/v1/machines", self.list_machines, "List machines across clusters", tags=["machines"],

@@ -8,6 +8,7 @@ every status change and every machine that went missing.
 
 from __future__ import annotations
 
+import builtins
 import json
 from typing import Any, Sequence
 
@@ -197,7 +198,7 @@ class MachineStore:
             total = int(count["n"]) if count else 0
         return [_machine(r) for r in rows], total
 
-    async def known_ids(self, cluster_uuid: str | None = None) -> dict[str, list[str]]:
+    async def known_ids(self, cluster_uuid: str | None = None) -> dict[str, builtins.list[str]]:
         """cluster uuid → system_ids of its machines that are not missing."""
         rows = await self.db.fetch(
             "SELECT cluster_uuid::text AS cluster_uuid, system_id FROM machines WHERE NOT missing"
@@ -209,7 +210,7 @@ class MachineStore:
             out.setdefault(r["cluster_uuid"], []).append(r["system_id"])
         return out
 
-    async def transitional(self) -> dict[str, list[str]]:
+    async def transitional(self) -> dict[str, builtins.list[str]]:
         """cluster uuid → system_ids of machines in a transitional status."""
         rows = await self.db.fetch(
             "SELECT cluster_uuid::text AS cluster_uuid, system_id FROM machines WHERE NOT missing AND status = ANY(%s)",

@@ -21,7 +21,7 @@ import functools
 import json
 import re
 import uuid as uuidlib
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import attrs
@@ -195,7 +195,8 @@ class CloudStackConfigStore:
     def _open(self, token: bytes, cluster: str = "") -> dict[str, str]:
         keys = self.keys()
         try:
-            return json.loads(_fernets(keys)[1].decrypt(bytes(token)))
+            # What _seal wrote: {"api_key": ..., "secret_key": ...}.
+            return cast(dict[str, str], json.loads(_fernets(keys)[1].decrypt(bytes(token))))
         except InvalidToken:
             raise CredentialsUnreadable(
                 f"the stored CloudStack credentials{' of ' + cluster if cluster else ''} open with none of the region's "
@@ -208,7 +209,9 @@ class CloudStackConfigStore:
         keys = self.keys()
         prover, every = _fernets(keys)
         rows = await self.db.fetch("SELECT name, credentials FROM cloudstack_configs ORDER BY name")
-        current, older, unreadable = 0, [], []
+        current = 0
+        older: list[str] = []
+        unreadable: list[str] = []
         for row in rows:
             state = _state(prover, every, bytes(row["credentials"]))
             if state == "current":

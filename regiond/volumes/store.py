@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 from typing import Any
 
@@ -82,7 +83,9 @@ class VolumeJobStore:
             params.append(state)
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         rows = await self.db.fetch(_JOB + where + " ORDER BY created_at, job_id LIMIT %s OFFSET %s", (*params, limit, offset))
-        total = (await self.db.fetchone("SELECT count(*) AS n FROM volume_jobs" + where, params))["n"]
+        count = await self.db.fetchone("SELECT count(*) AS n FROM volume_jobs" + where, params)
+        assert count is not None, "an aggregate without GROUP BY always returns one row"
+        total = count["n"]
         volumes: dict[str, list[dict[str, Any]]] = {}
         if rows:
             for vol in await self.db.fetch(_VOLUMES + " WHERE job_id = ANY(%s) ORDER BY disk_name", ([r["job_id"] for r in rows],)):
@@ -105,7 +108,7 @@ class VolumeJobStore:
 
         return await self.db.transaction(work)
 
-    async def finish(self, job_id: str, cluster_uuid: str, operation: str, outcome: str, undone: list[Any], error: str) -> bool:
+    async def finish(self, job_id: str, cluster_uuid: str, operation: str, outcome: str, undone: builtins.list[Any], error: str) -> bool:
         """Record how the cluster's prepare/cleanup ended; False if the job is not this cluster's."""
         state = {("prepare", "ok"): "prepared", ("prepare", "failed"): "failed",
                  ("cleanup", "ok"): "cleaned", ("cleanup", "failed"): "cleanup_failed"}.get((operation, outcome), "failed")
@@ -148,7 +151,7 @@ class VolumeJobStore:
         )
         return {r["job_id"]: ("prepare" if r["state"] == "preparing" else "cleanup") for r in rows}
 
-    async def tracked(self, cluster_uuid: str) -> list[str]:
+    async def tracked(self, cluster_uuid: str) -> builtins.list[str]:
         rows = await self.db.fetch(
             "SELECT job_id FROM volume_jobs WHERE cluster_uuid = %s AND NOT (state = ANY(%s)) ORDER BY job_id",
             (cluster_uuid, list(FINISHED_STATES)),
