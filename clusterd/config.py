@@ -75,10 +75,10 @@ def default_name() -> str:
 
 
 def cluster_name(value: Any) -> str:
-    string(value)
-    if not _NAME.fullmatch(value):
-        raise ValueError(f"must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit, not {value!r}")
-    return value
+    name = string(value)
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit, not {name!r}")
+    return name
 
 
 def _orphan_policy(value: Any) -> str:

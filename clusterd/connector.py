@@ -30,12 +30,11 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.protocols import amp
 
 from rpc.client import RegionClient
 from rpc.common import Ping
 from rpc.errors import NoConnectionsAvailable, RPCError
-from rpc.protocol import CLUSTER, RPCFactory, RPCProtocol, SecretSource
+from rpc.protocol import CLUSTER, LocatorFactory, RPCFactory, RPCProtocol, SecretSource
 from rpc.region import GetRegionEndpoints, RegisterCluster
 
 __all__ = ["RegionConnector", "Endpoint", "PING_INTERVAL", "PING_TIMEOUT", "DISCOVERY_INTERVAL"]
@@ -93,7 +92,7 @@ class RegionConnector(MultiService):
     name: str
     version: str
     capabilities: tuple[str, ...] = ()
-    locator_factory: Callable[[RPCProtocol], amp.CommandLocator] | None = None
+    locator_factory: LocatorFactory | None = None
     http: Any = None  # a treq-like client; default: treq
     #: Makes the endpoint for a region's (host, port); tests pass in-memory ones.
     endpoint_factory: Callable[[Any, str, int], Any] = lambda reactor, host, port: HostnameEndpoint(reactor, host, port, timeout=10)
@@ -103,7 +102,7 @@ class RegionConnector(MultiService):
     on_live: list[Callable[[], None]] = attrs.field(init=False, factory=list)
     _services: dict[Endpoint, ClientService] = attrs.field(init=False, factory=dict)
     _attempts: dict[Endpoint, _Attempts] = attrs.field(init=False, factory=dict)
-    _discovery: Deferred[None] | None = attrs.field(init=False, default=None)
+    _discovery: Deferred[list[Endpoint] | None] | None = attrs.field(init=False, default=None)
     _discovered_once: bool = attrs.field(init=False, default=False)
     _failures: int = attrs.field(init=False, default=0)
     _timer: Any = attrs.field(init=False, default=None)
@@ -116,7 +115,7 @@ class RegionConnector(MultiService):
     # -- lifecycle ---------------------------------------------------------
 
     def startService(self) -> None:  # noqa: N802
-        super().startService()
+        MultiService.startService(self)
         if not isinstance(self.secret, bytes):
             keys = self.secret.current()
             log.info("Proving with the RPC secret {prover}, accepting {fingerprints} (the file is read again for each connection)",
@@ -129,7 +128,8 @@ class RegionConnector(MultiService):
         self._timer = None
         if self._discovery is not None:
             self._discovery.cancel()
-        return super().stopService()
+        stopped: Deferred[Any] = MultiService.stopService(self)  # unannotated in Twisted: the children's DeferredList
+        return stopped
 
     def _schedule(self, delay: float) -> None:
         self._timer = self.reactor.callLater(delay, self._discover_now)
@@ -238,7 +238,7 @@ class RegionConnector(MultiService):
             attempts = self._unusable(endpoint)
             log.warn("Region {host}:{port} not usable: {error} ({attempts} in a row; backing off)",
                      host=endpoint[0], port=endpoint[1], error=str(e), attempts=attempts)
-            if proto.connected:
+            if proto.connected and proto.transport is not None:
                 proto.transport.loseConnection()
             return
         if not proto.connected:
@@ -276,7 +276,7 @@ class RegionConnector(MultiService):
     def _ping(self, proto: RPCProtocol) -> Deferred[Any]:
         def dead(failure: Any) -> None:
             log.warn("Region {peer} failed a ping ({error}); dropping the connection", peer=proto.peer_name, error=failure.getErrorMessage())
-            if proto.connected:
+            if proto.connected and proto.transport is not None:
                 proto.transport.abortConnection()
 
         return proto.call(Ping, timeout=PING_TIMEOUT).addErrback(dead)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypeVar, cast
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
+from twisted.internet.defer import Deferred, DeferredSemaphore, FirstError, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -36,6 +36,8 @@ from rpc.region import ReportPowerOutcome
 __all__ = ["MachineWork", "summarize", "rpc_error_for"]
 
 log = Logger()
+
+_T = TypeVar("_T")
 
 #: Power queries in flight at once against one MAAS (MAAS itself does 5 at a time per batch).
 QUERY_CONCURRENCY = 10
@@ -118,7 +120,7 @@ class MachineWork:
             raise rpc_errors.IntegrationNotConfigured("this cluster has no MAAS configured (maas: in its config)")
         return self.client
 
-    async def _guard(self, work: Awaitable[Any]) -> Any:
+    async def _guard(self, work: Awaitable[_T]) -> _T:
         try:
             return await work
         except MAASError as e:
@@ -187,7 +189,7 @@ class MachineWork:
             failures: list[Failure] = []
             running.addErrback(failures.append)
             if failures:
-                raise rpc_error_for(failures[0].value)
+                raise rpc_error_for(cast(Exception, failures[0].value))  # a coroutine's failure wraps an exception
         running.addBoth(self._finished, system_id, action, request_id)
         return {"joined": joined}
 
@@ -271,4 +273,4 @@ async def _each(semaphore: DeferredSemaphore, coroutines: list[Any]) -> None:
     """Run the coroutines, at most the semaphore's limit at once; the first failure propagates after all finish."""
     await gatherResults(
         [semaphore.run(Deferred.fromCoroutine, c) for c in coroutines], consumeErrors=True
-    ).addErrback(lambda f: f.value.subFailure)
+    ).addErrback(lambda f: cast(FirstError, f.value).subFailure)

@@ -79,7 +79,7 @@ class SiteService(Service):
     _started: Deferred[None] | None = attrs.field(init=False, default=None, repr=False)
 
     def startService(self) -> None:  # noqa: N802
-        super().startService()
+        Service.startService(self)
         self._started = Deferred.fromCoroutine(self._start())
         self._started.addErrback(lambda f: log.failure("Site integrations failed to start", f))
 
@@ -142,7 +142,7 @@ class SiteService(Service):
         self.machines.power = PowerOrchestrator(self.reactor, client)
 
     def stopService(self) -> Deferred[None]:  # noqa: N802
-        super().stopService()
+        Service.stopService(self)
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
@@ -191,13 +191,13 @@ class DeviceFollower(Service):
     def startService(self) -> None:  # noqa: N802
         from twisted.internet.task import LoopingCall
 
-        super().startService()
+        Service.startService(self)
         self._loop = LoopingCall(lambda: Deferred.fromCoroutine(self.follow()))
         self._loop.clock = self.reactor
         self._loop.start(self.interval).addErrback(lambda f: log.failure("Following CloudStack's attachments stopped", f))
 
     def stopService(self) -> None:  # noqa: N802
-        super().stopService()
+        Service.stopService(self)
         if self._loop is not None and self._loop.running:
             self._loop.stop()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 import crochet
 from prometheus_client.core import GaugeMetricFamily
@@ -49,7 +49,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        usage.Options.__init__(self)
         self["regions"] = []
 
     def opt_region(self, url: str) -> None:
@@ -111,13 +111,17 @@ def build_service(reactor: Any, options: Options) -> MultiService:
         interval=config.infrastructure.interval,
         max_interval=config.infrastructure.max_interval,
     )
-    SiteService(reactor, config, machines, volumes, external_metrics=None if metrics is None else metrics.external,
-                infrastructure=infrastructure).setServiceParent(top)
+    # Our services are added as the IServices they are: Twisted's Service is unannotated, and
+    # only calls through Twisted's own types are exempt from the typed-call check.
+    site: IService = SiteService(reactor, config, machines, volumes, external_metrics=None if metrics is None else metrics.external,
+                                 infrastructure=infrastructure)
+    site.setServiceParent(top)
     # After the site (a simulated VIM is up before polls resume), before the connector
     # (the journal is loaded before the region can call).
-    infrastructure.setServiceParent(top)
+    cast(IService, infrastructure).setServiceParent(top)
     if config.simulate_devices:
-        DeviceFollower(reactor, volumes).setServiceParent(top)
+        follower: IService = DeviceFollower(reactor, volumes)
+        follower.setServiceParent(top)
     connector = RegionConnector(
         reactor=reactor,
         region_urls=config.regions,
@@ -130,7 +134,7 @@ def build_service(reactor: Any, options: Options) -> MultiService:
     )
     # Reports waiting out a backoff go at once when a region connection comes (back) up.
     connector.on_live.append(lambda: infrastructure.monitor.retry_now())
-    connector.setServiceParent(top)
+    cast(IService, connector).setServiceParent(top)
     if metrics is not None:
         metrics.add_collector(lambda: _cluster_gauges(connector, infrastructure))
         endpoint = serverFromString(reactor, config.metrics_listen)

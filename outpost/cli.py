@@ -26,7 +26,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 from urllib.parse import quote, urlencode
 
 import crochet
@@ -59,11 +59,13 @@ def database_call(dsn: str, operation: str, **kwargs: Any) -> Any:
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
 
-    from regiond.db import Database
+    from regiond.db import Database, IDatabaseReactor
     from regiond.tokens import TokenStore
 
     async def go() -> Any:
-        db = await Database.connect(reactor, dsn, size=1)
+        # Twisted types the global reactor as a few common interfaces, IReactorFDSet and IReactorTime among them:
+        # all that IDatabaseReactor asks.
+        db = await Database.connect(cast(IDatabaseReactor, reactor), dsn, size=1)
         try:
             tokens = TokenStore(db)
             if operation == "create":
@@ -172,7 +174,8 @@ def _wait_for_outcome(args: argparse.Namespace, request_id: str, event_type: str
     while time.monotonic() < deadline:
         data = api(args, "GET", "/api/v1/events?" + urlencode({"request_id": request_id, "type": event_type}))
         if data["items"]:
-            return data["items"][-1]
+            outcome: dict[str, Any] = data["items"][-1]
+            return outcome
         time.sleep(1)  # the admin command is a blocking client; it polls the region
     raise CommandError(f"no outcome for request {request_id} within {args.wait_timeout:g}s", EXIT_UNAVAILABLE)
 

@@ -59,7 +59,7 @@ def _wait(args: argparse.Namespace, accepted: dict[str, Any]) -> dict[str, Any]:
     deadline = time.monotonic() + args.wait_timeout
     body = {"infrastructureId": accepted["infrastructureId"], "requestId": accepted["requestId"], "deploymentLocation": _location(args)}
     while True:
-        task = api(args, "POST", "/api/infrastructure/query", body)
+        task: dict[str, Any] = api(args, "POST", "/api/infrastructure/query", body)
         if task["status"] != "IN_PROGRESS":
             return task
         if time.monotonic() >= deadline:
@@ -133,7 +133,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``infra`` and its actions to the top-level subparsers `sub`."""
     infra = sub.add_parser("infra", help="infrastructure at deployment locations (the Ignition-compatible API)")
     isub = infra.add_subparsers(dest="infra_command", required=True, metavar="ACTION")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import crochet
 
@@ -25,11 +25,13 @@ def credentials_report(dsn: str, secrets: Any) -> Any:
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
 
-    from regiond.db import Database
+    from regiond.db import Database, IDatabaseReactor
     from regiond.volumes.config import CloudStackConfigStore
 
     async def go() -> Any:
-        db = await Database.connect(reactor, dsn, size=1)
+        # Twisted types the global reactor as a few common interfaces, IReactorFDSet and IReactorTime among them:
+        # all that IDatabaseReactor asks.
+        db = await Database.connect(cast(IDatabaseReactor, reactor), dsn, size=1)
         try:
             return await CloudStackConfigStore(db, secrets).report()
         finally:
@@ -218,12 +220,14 @@ def cmd_secret_retire(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``secret`` and its actions to the top-level subparsers `sub`."""
     secret = sub.add_parser("secret", help="this host's RPC secret file: where it is, what it holds, rotation")
     ssub = secret.add_subparsers(dest="secret_command", required=True, metavar="ACTION")
 
-    def secret_parser(parent: Any, name: str, help: str, region_db: bool = False) -> argparse.ArgumentParser:
+    def secret_parser(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str, region_db: bool = False
+    ) -> argparse.ArgumentParser:
         p = parent.add_parser(name, help=help)
         whose = p.add_mutually_exclusive_group()
         whose.add_argument("--region", action="store_true", help="the region's secret file (from its --config)")

@@ -11,7 +11,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import crochet
 
@@ -69,13 +69,14 @@ def region_dsn(config_path: str | None, dsn: str | None) -> str:
     if dsn:
         return dsn
     from regiond.config import load_config
-    from regiond.db import EmbeddedPostgres
+    from regiond.db import EmbeddedPostgres, IEmbeddedPostgresReactor
 
     text = Path(config_path).read_text() if config_path else ""
     config = load_config(text)
     if config.database.dsn:
         return config.database.dsn
-    return EmbeddedPostgres(None, config.postgres_dir).dsn
+    # Only the DSN is read, which comes from the directory alone: no reactor is needed.
+    return EmbeddedPostgres(cast(IEmbeddedPostgresReactor, None), config.postgres_dir).dsn
 
 
 def find_token(given: str | None) -> str:

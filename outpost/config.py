@@ -178,27 +178,27 @@ def _systemd_endpoint(value: str) -> str:
 
 def server_endpoint(value: Any) -> str:
     """A twisted server endpoint string such as ``tcp:5240:interface=127.0.0.1``."""
-    string(value)
-    if value.partition(":")[0] == "systemd":
-        return _systemd_endpoint(value)
+    text = string(value)
+    if text.partition(":")[0] == "systemd":
+        return _systemd_endpoint(text)
     try:
-        serverFromString(MemoryReactor(), value)
+        serverFromString(MemoryReactor(), text)
     except Exception as e:
-        raise ValueError(f"not a server endpoint description ({e}): {value!r}") from None
-    return value
+        raise ValueError(f"not a server endpoint description ({e}): {text!r}") from None
+    return text
 
 
 def http_url(value: Any) -> str:
-    string(value)
-    parts = urlsplit(value)
+    text = string(value)
+    parts = urlsplit(text)
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"bad port in URL {value!r}") from None
+        raise ValueError(f"bad port in URL {text!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"must be an http:// or https:// URL with a host, not {value!r}")
+        raise ValueError(f"must be an http:// or https:// URL with a host, not {text!r}")
     del port
-    return value
+    return text
 
 
 def optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).parent / "twistd")
@@ -124,10 +124,12 @@ class Demo:
         (self.base / "region-1.yaml").write_text(json.dumps(first))
         self.spawn("regiond-1", [TWISTD, "-n", "--pidfile=", "regiond", "--config", str(self.base / "region-1.yaml")])
         self.wait("region 1", lambda: self.call("GET", "/api/v1/health")[1]["status"] == "ok")
-        from regiond.db import EmbeddedPostgres
+        from regiond.db import EmbeddedPostgres, IEmbeddedPostgresReactor
 
+        # Only the DSN is read, which comes from the directory alone: no reactor is needed.
+        dsn = EmbeddedPostgres(cast(IEmbeddedPostgresReactor, None), self.base / "region-1" / "postgres").dsn
         second = {**first, "state_dir": str(self.base / "region-2"), "secret_file": str(self.base / "region-1" / "secret"),
-                  "database": {"dsn": EmbeddedPostgres(None, self.base / "region-1" / "postgres").dsn},
+                  "database": {"dsn": dsn},
                   "rpc": {"listen": f"tcp:{regions[1][1]}:interface=127.0.0.1"}, "http": {"listen": f"tcp:{regions[1][0]}:interface=127.0.0.1"}}
         (self.base / "region-2.yaml").write_text(json.dumps(second))
         self.spawn("regiond-2", [TWISTD, "-n", "--pidfile=", "regiond", "--config", str(self.base / "region-2.yaml")])

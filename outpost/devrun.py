@@ -25,16 +25,18 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_until(check, timeout: float, what: str, procs: list[subprocess.Popen]) -> object:
+def wait_until(check: Callable[[], object], timeout: float, what: str, procs: list[subprocess.Popen[bytes]]) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for p in procs:
             if p.poll() is not None:
-                raise SystemExit(f"{p.args[3]} exited with {p.returncode} while waiting for {what}; see its log")
+                # Every command here is a list of str: [twistd, "-n", "--pidfile=", DAEMON, ...].
+                raise SystemExit(f"{cast('list[str]', p.args)[3]} exited with {p.returncode} while waiting for {what}; see its log")
         try:
             result = check()
             if result:
@@ -63,7 +65,7 @@ def main() -> int:
     base = f"http://127.0.0.1:{args.http_port}"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     twistd = [str(Path(sys.executable).parent / "twistd")]
-    procs: list[subprocess.Popen] = []
+    procs: list[subprocess.Popen[bytes]] = []
 
     def stop(*_: object) -> None:
         # Another Ctrl-C while the daemons shut down (they got the first one
@@ -92,7 +94,8 @@ def main() -> int:
 
         def healthy() -> bool:
             with urllib.request.urlopen(f"{base}/api/v1/health", timeout=2) as r:
-                return json.load(r)["status"] == "ok"
+                status: object = json.load(r)["status"]
+                return status == "ok"
 
         wait_until(healthy, 60, "the region", procs)
         cluster_yaml = state / "cluster.yaml"
@@ -111,7 +114,8 @@ def main() -> int:
         def cluster_connected() -> bool:
             req = urllib.request.Request(f"{base}/api/v1/clusters?connected=true", headers={"Authorization": f"Bearer {token}"})
             with urllib.request.urlopen(req, timeout=2) as r:
-                return json.load(r)["total"] > 0
+                total: int = json.load(r)["total"]
+                return total > 0
 
         wait_until(cluster_connected, 60, "the cluster to register", procs)
         print("Outpost is running: one region (embedded PostgreSQL) and one cluster, sim-1, with a simulated MAAS"

@@ -110,7 +110,9 @@ class CommandStats:
         self.sum += seconds
 
 
-_RPC_LE = [floatToGoString(b) for b in RPC_BUCKETS] + ["+Inf"]
+#: prometheus_client's own formatting of a bucket bound; the function is unannotated, its type is stated here.
+_go_float: Callable[[float], str] = floatToGoString
+_RPC_LE = [_go_float(b) for b in RPC_BUCKETS] + ["+Inf"]
 
 
 class RPCMetrics:
@@ -348,7 +350,7 @@ class MetricsPage(Resource):
     isLeaf = True
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self._registry = registry
 
     def render_GET(self, request: Request) -> bytes:  # noqa: N802
@@ -358,6 +360,10 @@ class MetricsPage(Resource):
 
 
 class _MetricsRoot(Resource):
+    # Declared so that making one is a typed call: Twisted's Resource.__init__ is unannotated.
+    def __init__(self) -> None:
+        Resource.__init__(self)
+
     def getChild(self, path: bytes, request: Request) -> Any:  # noqa: N802
         return notFound()
 

@@ -11,12 +11,13 @@ its ``listeners`` list.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.protocols.policies import WrappingFactory
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -39,7 +40,7 @@ class SimulatorResource(Resource):
     label = "Simulator"
 
     def __init__(self, simulator: Any, reactor: Any) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.sim = simulator
         self.reactor = reactor
 
@@ -64,7 +65,8 @@ def quiet_site(resource: Resource, **site_options: Any) -> WrappingFactory:
 
 async def serve(reactor: Any, endpoint: str, factory: WrappingFactory, listeners: list[Any]) -> IListeningPort:
     """Listen on `endpoint` and remember the listener in `listeners` for `unserve`."""
-    port = await serverFromString(reactor, endpoint).listen(factory)
+    server: IStreamServerEndpoint = serverFromString(reactor, endpoint)
+    port = await server.listen(factory)
     listeners.append((port, factory))
     return port
 
@@ -77,12 +79,14 @@ async def unserve(port: IListeningPort, listeners: list[Any]) -> None:
             listeners.remove(entry)
             for protocol in list(factory.protocols):
                 protocol.transport.abortConnection()
-    await port.stopListening()
+    stopped = port.stopListening()
+    if stopped is not None:
+        await stopped
 
 
 def origin_of(port: IListeningPort) -> str:
     """``http://HOST:PORT`` for a listener (a wildcard address becomes 127.0.0.1)."""
-    address = port.getHost()
+    address = cast(IPv4Address | IPv6Address, port.getHost())  # simulators listen on TCP
     host = address.host if address.host not in ("0.0.0.0", "::") else "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
@@ -115,5 +119,5 @@ class StopSimulator(Service):
     simulator: Any
 
     def stopService(self) -> None:  # noqa: N802
-        super().stopService()
+        Service.stopService(self)
         self.simulator.stop()

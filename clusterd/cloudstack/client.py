@@ -193,7 +193,7 @@ class CloudStackClient:
         _check_id("zone_id", zone_id)
         if size_gb is not None and (isinstance(size_gb, bool) or not isinstance(size_gb, int) or size_gb < 1):
             raise ValueError(f"size_gb must be a whole number of at least 1, not {size_gb!r}")
-        volume = await self._job("createVolume", name=name, zoneid=zone_id, diskofferingid=disk_offering_id, size=size_gb)
+        volume: dict[str, Any] = await self._job("createVolume", name=name, zoneid=zone_id, diskofferingid=disk_offering_id, size=size_gb)
         if not tags:
             return volume
         try:
@@ -208,12 +208,14 @@ class CloudStackClient:
 
     async def attach_volume(self, volume_id: str, vm_id: str, device_id: int | None = None) -> dict[str, Any]:
         """Attach and wait; without `device_id` CloudStack picks the next free device."""
-        return await self._job(
+        attached: dict[str, Any] = await self._job(
             "attachVolume", id=_check_id("volume_id", volume_id), virtualmachineid=_check_id("vm_id", vm_id), deviceid=device_id
         )
+        return attached
 
     async def detach_volume(self, volume_id: str) -> dict[str, Any]:
-        return await self._job("detachVolume", id=_check_id("volume_id", volume_id))
+        detached: dict[str, Any] = await self._job("detachVolume", id=_check_id("volume_id", volume_id))
+        return detached
 
     async def delete_volume(self, volume_id: str) -> None:
         answer = await self.call("deleteVolume", id=_check_id("volume_id", volume_id))
@@ -356,7 +358,7 @@ class CloudStackClient:
         except Exception as e:
             if not timed_out and _cancelled(e):
                 raise CancelledError() from None  # our caller gave up; not a failure of CloudStack
-            error = CloudStackUnavailable.timed_out(command, self.timeout) if timed_out else CloudStackUnavailable.from_failure(command, e)
+            error: CloudStackError = CloudStackUnavailable.timed_out(command, self.timeout) if timed_out else CloudStackUnavailable.from_failure(command, e)
             if idempotent or isinstance(e, (_NOT_SENT, ierror.ConnectingCancelledError)):
                 raise _Retry(error) from None
             raise error from None

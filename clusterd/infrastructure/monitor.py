@@ -219,7 +219,12 @@ class TaskMonitor:
     async def _nap(self, delay: float) -> None:
         """Wait `delay` seconds, or less if `retry_now` is called."""
         nap: Deferred[None] = Deferred()
-        call = self.reactor.callLater(delay, lambda: nap.called or nap.callback(None))
+
+        def wake() -> None:
+            if not nap.called:
+                nap.callback(None)
+
+        call = self.reactor.callLater(delay, wake)
         self._naps.add(nap)
         try:
             await nap

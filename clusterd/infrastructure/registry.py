@@ -23,6 +23,7 @@ import importlib
 import importlib.metadata
 import inspect
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -61,6 +62,11 @@ def _load_reference(reference: str) -> Any:
     return target
 
 
+def _configs(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """A registry's own copy of the per-type configurations."""
+    return dict(configs)
+
+
 def _entry_points(group: str) -> Iterable[Any]:
     return importlib.metadata.entry_points(group=group)
 
@@ -73,7 +79,7 @@ class DriverRegistry:
     #: (the type's configuration, and a directory named after the type under `state_dir`).
     context: DriverContext
     #: Each location type's driver configuration (``infrastructure.drivers`` in the cluster's YAML).
-    configs: dict[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=dict)
+    configs: dict[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=_configs)
     _factories: dict[str, DriverFactory] = attrs.field(init=False, factory=dict)
     _drivers: dict[str, InfrastructureDriver] = attrs.field(init=False, factory=dict)
 
@@ -88,7 +94,7 @@ class DriverRegistry:
         """The built-in drivers and every installed plugin; those that fail to load are logged and skipped."""
         registry = cls(context, dict(configs or {}))
         found: dict[str, tuple[str, Callable[[], Any]]] = {
-            name: (reference, lambda reference=reference: _load_reference(reference)) for name, reference in builtins.items()
+            name: (reference, partial(_load_reference, reference)) for name, reference in builtins.items()
         }
         try:
             points = list(entry_points(ENTRY_POINT_GROUP))

@@ -159,11 +159,11 @@ class InfrastructureWork(Service):
         await self.registry.close()
 
     def startService(self) -> None:  # noqa: N802
-        super().startService()
+        Service.startService(self)
         self.start()
 
     def stopService(self) -> Deferred[None]:  # noqa: N802
-        super().stopService()
+        Service.stopService(self)
         return Deferred.fromCoroutine(self.stop())
 
     # -- for metrics ---------------------------------------------------------

@@ -19,11 +19,12 @@ change is reported (``Allocated``, ``Attached``, ``Mounted``, ``Unmounted``,
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, cast
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from clusterd.cloudstack.errors import CloudStackError, CloudStackNotFound
 from clusterd.volumes.errors import MountError
@@ -86,7 +87,8 @@ class VolumeLifecycle:
         undo: list[_Undo] = []
         runs = [Deferred.fromCoroutine(self._prepare_disk(job_id, index, disk, undo)) for index, disk in enumerate(disks)]
         results = await DeferredList(runs, consumeErrors=True)
-        failures = [(disks[i]["name"], r) for i, (ok, r) in enumerate(results) if not ok]
+        # Twisted types each result as (bool, the Deferred's result); when not ok it is the Failure.
+        failures = [(disks[i]["name"], cast(Failure, r)) for i, (ok, r) in enumerate(results) if not ok]
         if not failures:
             return {"outcome": "ok", "undone": [], "error": ""}
         error = "; ".join(f"{name}: {f.getErrorMessage()}" for name, f in failures)
@@ -167,7 +169,7 @@ class VolumeLifecycle:
         volumes = await self.volumes_of(job_id)
         runs = [Deferred.fromCoroutine(self._cleanup_volume(job_id, v, delete)) for v in volumes]
         results = await DeferredList(runs, consumeErrors=True)
-        failures = [f.getErrorMessage() for ok, f in results if not ok]
+        failures = [cast(Failure, f).getErrorMessage() for ok, f in results if not ok]  # not ok: f is the Failure
         if failures:
             return {"outcome": "failed", "undone": [], "error": "; ".join(failures)}
         return {"outcome": "ok", "undone": [], "error": ""}

@@ -77,13 +77,20 @@ _T = TypeVar("_T")
 class IMounter(Interface):
     """Local block devices and mounts for attached volumes; every method is a coroutine."""
 
-    def list_devices():  # type: ignore[no-untyped-def]
+    def list_devices() -> Awaitable[frozenset[str]]:
         """
         Paths of the whole disks present now (a frozenset).  Take this before
         asking CloudStack to attach, and pass it to `find_device` as ``before``.
         """
 
-    def find_device(volume_id=None, *, before=None, hint=None, timeout=60.0, interval=0.5):  # type: ignore[no-untyped-def]
+    def find_device(
+        volume_id: str | None = None,
+        *,
+        before: Iterable[str] | None = None,
+        hint: str | None = None,
+        timeout: float = 60.0,
+        interval: float = 0.5,
+    ) -> Awaitable[str]:
         """
         The path of the block device for an attached volume, waiting for it up
         to ``timeout`` seconds, polling every ``interval``.
@@ -100,13 +107,20 @@ class IMounter(Interface):
         2 apply, which makes a re-run after a crash find the same device.
         """
 
-    def device_present(device):  # type: ignore[no-untyped-def]
+    def device_present(device: str) -> Awaitable[bool]:
         """Whether the block device exists now (a detach is done only when it does not)."""
 
-    def wait_until_gone(device, *, timeout=60.0, interval=0.5):  # type: ignore[no-untyped-def]
+    def wait_until_gone(device: str, *, timeout: float = 60.0, interval: float = 0.5) -> Awaitable[None]:
         """Return once the device is gone; DeviceStillPresent at the timeout."""
 
-    def mount(device, mountpoint, *, fstype=None, mkfs=False, options=()):  # type: ignore[no-untyped-def]
+    def mount(
+        device: str,
+        mountpoint: str,
+        *,
+        fstype: str | None = None,
+        mkfs: bool = False,
+        options: Sequence[str] = (),
+    ) -> Awaitable[MountInfo]:
         """
         Mount ``device`` at ``mountpoint`` (created if missing) and return its
         MountInfo.  The filesystem is detected; ``fstype``, if given, must
@@ -118,13 +132,13 @@ class IMounter(Interface):
         MountpointInUse; device absent: DeviceNotFound.
         """
 
-    def unmount(mountpoint):  # type: ignore[no-untyped-def]
+    def unmount(mountpoint: str) -> Awaitable[None]:
         """Unmount whatever is mounted at ``mountpoint``; not mounted is fine.  The directory stays."""
 
-    def is_mounted(mountpoint):  # type: ignore[no-untyped-def]
+    def is_mounted(mountpoint: str) -> Awaitable[bool]:
         """Whether something is mounted at ``mountpoint``."""
 
-    def mounted_at(mountpoint):  # type: ignore[no-untyped-def]
+    def mounted_at(mountpoint: str) -> Awaitable[MountInfo | None]:
         """The MountInfo of what is mounted at ``mountpoint`` (the top one), or None."""
 
 

@@ -428,7 +428,8 @@ class CloudStackSimulator:
             raise ApiError.missing(command, "resourceids")
         if resource_type is None:
             raise ApiError.missing(command, "resourcetype")
-        table: Mapping[str, Any] = {"Volume": self.volumes, "UserVm": self.vms}.get(resource_type, {})
+        tables: dict[str, Mapping[str, Any]] = {"Volume": self.volumes, "UserVm": self.vms}
+        table = tables.get(resource_type, {})
         if resource_type not in RESOURCE_TYPES:
             raise ApiError.invalid(f"Unable to find resource type {resource_type}")
         ids = [i for i in ids_text.split(",") if i]

@@ -36,7 +36,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        usage.Options.__init__(self)
         self["faults"] = []
 
     def opt_fault(self, value: str) -> None:
@@ -79,5 +79,7 @@ def makeService(options: Options) -> IService:  # noqa: N802
         raise usage.UsageError(str(e)) from None
     top = MultiService()
     strports.service(options["listen"], make_site(simulator, reactor)).setServiceParent(top)
-    StopSimulator(simulator).setServiceParent(top)
+    # Typed as the IService it is: Twisted's Service is unannotated, and only calls through Twisted's own types are exempt.
+    stopper: IService = StopSimulator(simulator)
+    stopper.setServiceParent(top)
     return top

@@ -14,9 +14,9 @@ with a JSON object changes them (the fields of `Faults`, e.g.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, ITCPTransport
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
@@ -58,7 +58,7 @@ class CloudStackResource(SimulatorResource):
         if fault in ("drop", "lose_response"):
             transport = request.channel.transport
             if transport is not None:
-                transport.abortConnection()
+                cast(ITCPTransport, transport).abortConnection()  # served over TCP, whose transports can abort
             return
         request.setResponseCode(status)
         request.setHeader(b"Content-Type", content_type)
@@ -118,6 +118,7 @@ class CloudStackResource(SimulatorResource):
     def _control(self, request: Request) -> tuple[int, bytes, bytes, None]:
         if request.method == b"POST":
             try:
+                assert request.content is not None  # twisted.web has read the body before rendering
                 changes = json.loads(request.content.read() or b"{}")
                 if not isinstance(changes, dict):
                     raise ValueError("send a JSON object")

@@ -27,7 +27,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        usage.Options.__init__(self)
         self["missing"] = []
 
     def opt_missing(self, name: str) -> None:

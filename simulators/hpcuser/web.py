@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IListeningPort
 from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
@@ -20,7 +21,7 @@ class HpcUserResource(Resource):
     isLeaf = True
 
     def __init__(self, simulator: HpcUserSimulator, reactor: Any) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.simulator = simulator
         self.reactor = reactor
 
@@ -59,7 +60,7 @@ async def stop_hpcuser_simulator(port: IListeningPort, simulator: HpcUserSimulat
 
 def simulator_urls(port: IListeningPort) -> tuple[str, str]:
     """(``api_url``, ``oidc_token_url``) of a simulator on `port`."""
-    address = port.getHost()
+    address = cast(IPv4Address | IPv6Address, port.getHost())  # the simulator listens on TCP
     origin = f"http://{address.host}:{address.port}"
     return origin, origin + TOKEN_PATH
 

@@ -197,8 +197,10 @@ class MAASSimulator:
             codes.add(code)
         if codes:
             selected = [m for m in selected if m.status in codes]
-        for name, key in (("hostname", lambda m: m.hostname), ("zone", lambda m: m.zone), ("pool", lambda m: m.pool),
-                          ("id", lambda m: m.system_id)):
+        keys: tuple[tuple[str, Callable[[Machine], str]], ...] = (
+            ("hostname", lambda m: m.hostname), ("zone", lambda m: m.zone), ("pool", lambda m: m.pool), ("id", lambda m: m.system_id)
+        )
+        for name, key in keys:
             values = query.get(name)
             if values:
                 wanted = {v.split(".")[0] if name == "hostname" else v for v in values}

@@ -33,7 +33,7 @@ class Options(usage.Options):
     optFlags = [["fast", None, "short durations (under a second) for demos"]]
 
     def __init__(self) -> None:
-        super().__init__()
+        usage.Options.__init__(self)
         self["durations"] = []
         self["faults"] = []
 
@@ -81,5 +81,7 @@ def makeService(options: Options) -> IService:  # noqa: N802
         raise usage.UsageError(str(e)) from None
     top = MultiService()
     strports.service(options["listen"], make_site(simulator, reactor)).setServiceParent(top)
-    StopSimulator(simulator).setServiceParent(top)
+    # Typed as the IService it is: Twisted's Service is unannotated, and only calls through Twisted's own types are exempt.
+    stopper: IService = StopSimulator(simulator)
+    stopper.setServiceParent(top)
     return top

@@ -18,9 +18,9 @@ the simulator beyond loopback):
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, ITCPTransport
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
@@ -77,7 +77,7 @@ class MAASResource(SimulatorResource):
         if fault in ("drop", "lose_response"):
             transport = request.channel.transport
             if transport is not None:
-                transport.abortConnection()
+                cast(ITCPTransport, transport).abortConnection()  # served over TCP, whose transports can abort
             return
         request.setResponseCode(status)
         request.setHeader(b"Content-Type", content_type.encode("ascii"))

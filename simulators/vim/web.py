@@ -12,10 +12,10 @@ injected faults, POST with a JSON object changes them (the fields of
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, ITCPTransport
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
@@ -69,7 +69,7 @@ class VimResource(SimulatorResource):
         if answer is None:  # an injected "drop"
             transport = request.channel.transport
             if transport is not None:
-                transport.abortConnection()
+                cast(ITCPTransport, transport).abortConnection()  # served over TCP, whose transports can abort
             return
         status, body, headers = answer
         data = json.dumps(body, separators=(",", ":")).encode("utf-8")

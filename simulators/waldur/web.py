@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IListeningPort, ITCPTransport
 from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -38,7 +39,7 @@ class WaldurResource(Resource):
     isLeaf = True
 
     def __init__(self, simulator: WaldurSimulator, reactor: Any) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.simulator = simulator
         self.reactor = reactor
 
@@ -75,7 +76,7 @@ def answer_with_faults(request: Request, faults: Any, reactor: Any, compute: Cal
     if faults.queue:
         outcome = faults.queue.pop(0)
         if outcome == "drop":
-            request.transport.abortConnection()
+            cast(ITCPTransport, request.transport).abortConnection()  # served over TCP, whose transports can abort
             return NOT_DONE_YET
         if outcome == "hang":
             return NOT_DONE_YET
@@ -119,5 +120,5 @@ async def stop_waldur_simulator(port: IListeningPort, simulator: WaldurSimulator
 
 def simulator_url(port: IListeningPort) -> str:
     """The ``waldur_api_url`` of a simulator on `port`: ``http://127.0.0.1:PORT/api/``."""
-    address = port.getHost()
+    address = cast(IPv4Address | IPv6Address, port.getHost())  # the simulator listens on TCP
     return f"http://{address.host}:{address.port}/api/"
