@@ -25,7 +25,6 @@ import shlex
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import cast
 
 import attrs
 from psycopg2.extensions import make_dsn
@@ -284,10 +283,7 @@ class EmbeddedPostgres:
     @property
     def dsn(self) -> str:
         """The libpq connection string for ``database`` over the socket."""
-        # psycopg2 ships no annotations; make_dsn returns the DSN string.
-        return cast(str, make_dsn(
-            host=str(self.socket_dir), port=_PORT, dbname=self.database, user=_ROLE
-        ))
+        return make_dsn(host=str(self.socket_dir), port=_PORT, dbname=self.database, user=_ROLE)
 
     async def start(self) -> None:
         """
