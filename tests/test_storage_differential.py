@@ -14,6 +14,7 @@ GIDs.  Types count: ``10.0`` is not ``10``.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 from urllib.parse import urlencode
 
@@ -106,11 +107,12 @@ def test_any_waldur_page_gives_the_peers_json(resources: list[dict[str, Any]], k
     stack = _stack(resources, known, **backend)
     mocked = set(PROJECTS) - known if backend["development_mode"] else set()
     theirs, ours = _peer_body(stack, known, backend, query), _ours(stack, query)
-    if not _finite(theirs):
+    if _non_finite_override(resources):
         # An override such as "nan" or "1e999": the peer puts NaN/Infinity in
         # the quotas, which its JSONResponse cannot encode (a 500 for the whole
-        # listing); we ignore the override, and stay valid JSON.
-        event("peer: non-finite quota")
+        # listing), or, beside a zero soft quota, drops the quotas (nan > 0 is
+        # false); we ignore the override, and stay valid JSON.
+        event("non-finite quota override")
         json.dumps(ours, allow_nan=False)
     elif _past_the_end(theirs):
         event("page past the end")
@@ -121,12 +123,19 @@ def test_any_waldur_page_gives_the_peers_json(resources: list[dict[str, Any]], k
         assert normalise(ours, mocked) == normalise(theirs, mocked)
 
 
-def _finite(body: Any) -> bool:
-    try:
-        json.dumps(body, allow_nan=False)
-    except ValueError:
-        return False
-    return True
+def _non_finite_override(resources: list[dict[str, Any]]) -> bool:
+    """Whether a resource's quota override reads, as the peer reads it (float()), as NaN or infinity."""
+    for resource in resources:
+        options = resource.get("options")
+        if not isinstance(options, dict):
+            continue
+        for key in ("soft_quota_space", "hard_quota_space", "soft_quota_indoes", "hard_quota_indoes"):
+            try:
+                if not math.isfinite(float(options.get(key) or 0)):
+                    return True
+            except (TypeError, ValueError):
+                pass
+    return False
 
 
 def _past_the_end(peer_body: dict[str, Any]) -> bool:
