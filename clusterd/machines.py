@@ -29,6 +29,7 @@ from clusterd.maas.errors import (
     MAASValidationError,
     PowerActionAlreadyInProgress,
 )
+from clusterd.maas.interfaces import IMAASClient
 from clusterd.maas.power import ACTIONS, PowerOrchestrator
 from rpc import errors as rpc_errors
 from rpc.region import ReportPowerOutcome
@@ -106,7 +107,7 @@ class MachineWork:
     """
 
     clock: IReactorTime = attrs.field(repr=False)
-    client: Any = attrs.field(repr=False)
+    client: IMAASClient | None = attrs.field(repr=False)
     region: RegionClientSource = attrs.field(repr=False)
     power: PowerOrchestrator | None = attrs.field(default=None, repr=False)
     _semaphore: DeferredSemaphore = attrs.field(init=False, factory=lambda: DeferredSemaphore(QUERY_CONCURRENCY))
@@ -115,7 +116,7 @@ class MachineWork:
         if self.client is not None and self.power is None:
             self.power = PowerOrchestrator(self.clock, self.client)
 
-    def _maas(self) -> Any:
+    def _maas(self) -> IMAASClient:
         if self.client is None:
             raise rpc_errors.IntegrationNotConfigured("this cluster has no MAAS configured (maas: in its config)")
         return self.client
@@ -247,11 +248,19 @@ class MachineWork:
     async def test_connection(self) -> dict[str, Any]:
         client = self._maas()
         checks = []
-        for name, call in (("version", client.version), ("credentials", client.whoami), ("zones", client.zones)):
+
+        async def version() -> str:
+            return str((await client.version()).get("version", ""))
+
+        async def credentials() -> str:
+            return str((await client.whoami()).get("username", ""))
+
+        async def zones() -> str:
+            return f"{len(await client.zones())} zones"
+
+        for name, check in (("version", version), ("credentials", credentials), ("zones", zones)):
             try:
-                answer = await call()
-                detail = answer.get("version", "") if name == "version" else (answer.get("username", "") if name == "credentials" else f"{len(answer)} zones")
-                checks.append({"name": name, "ok": True, "detail": str(detail)})
+                checks.append({"name": name, "ok": True, "detail": await check()})
             except MAASError as e:
                 checks.append({"name": name, "ok": False, "detail": str(e)})
         return {"ok": all(c["ok"] for c in checks), "checks": checks}

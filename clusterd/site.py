@@ -9,7 +9,7 @@ VIM's URL is given to the ``simulated`` infrastructure driver).
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.application.service import Service
@@ -20,6 +20,7 @@ from clusterd.config import ClusterConfig
 from clusterd.machines import MachineWork
 from clusterd.maas.client import MAASClient
 from clusterd.maas.power import PowerOrchestrator
+from clusterd.volumes.mount import SimulatedMounter
 from clusterd.volumes.work import VolumeWork
 
 __all__ = ["SiteService", "DeviceFollower", "plug_devices", "virtio_name", "virtio_serial"]
@@ -43,7 +44,7 @@ def virtio_serial(volume_id: str) -> str:
     return volume_id.replace("-", "")[:20]
 
 
-def plug_devices(simulator: Any, mounter: Any) -> None:
+def plug_devices(simulator: Any, mounter: SimulatedMounter) -> None:
     """
     Make `mounter`'s simulated block devices appear and go as the in-process
     CloudStack `simulator` attaches and detaches volumes, as KVM would.
@@ -117,7 +118,8 @@ class SiteService(Service):
             self.reactor, sim.listen, api_key=sim.api_key, secret_key=sim.secret_key, job_duration=sim.job_duration
         )
         self._cloudstack = (port, simulator)
-        plug_devices(simulator, self.volumes.mounter)
+        # build_service gives VolumeWork a SimulatedMounter whenever CloudStack is simulated.
+        plug_devices(simulator, cast(SimulatedMounter, self.volumes.mounter))
         log.info("Simulated CloudStack at {url} (give the region this URL and keys as the cluster's configuration)",
                  url=simulator_url(port))
 
@@ -214,7 +216,8 @@ class DeviceFollower(Service):
         except Exception as e:
             log.debug("Could not read attachments: {error}", error=str(e))
             return
-        mounter = self.volumes.mounter
+        # build_service adds a follower only with simulated devices, i.e. a SimulatedMounter.
+        mounter = cast(SimulatedMounter, self.volumes.mounter)
         for volume_id in set(self._names) - set(attached):
             mounter.remove_device(self._names.pop(volume_id))
         for volume_id, device_id in attached.items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, cast
+from typing import Any, Callable, Iterable, cast
 
 import crochet
 from prometheus_client.core import GaugeMetricFamily
@@ -152,7 +152,7 @@ def _responders(
     return ClusterResponders(machines, volumes, infrastructure)
 
 
-def _metered_cloudstack(reactor: Any, metrics: Metrics) -> Any:
+def _metered_cloudstack(reactor: Any, metrics: Metrics) -> Callable[[dict[str, Any]], CloudStackClient]:
     def make(c: dict[str, Any]) -> CloudStackClient:
         return CloudStackClient(reactor, c["api_url"], c["api_key"], c["secret_key"], metrics=metrics.external)
 

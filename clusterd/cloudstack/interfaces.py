@@ -21,6 +21,9 @@ class ICloudStackClient(Interface):
     def call(command: str, **params: Any) -> Awaitable[Any]:
         """Any API command, signed; the unwrapped answer (a jobid dict for async commands)."""
 
+    def list_capabilities() -> Awaitable[dict[str, Any]]:
+        """CloudStack's capabilities: a cheap signed call, for connection tests."""
+
     def list_zones() -> Awaitable[list[dict[str, Any]]]:
         """All zones."""
 

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from clusterd.maas.errors import MAASError, PowerActionAlreadyInProgress, PowerActionFailed
+from clusterd.maas.interfaces import IMAASClient
 
 __all__ = ["PowerOrchestrator", "PowerReport", "WAIT_SCHEDULE", "DEFAULT_BACKSTOP", "ACTIONS"]
 
@@ -51,7 +52,7 @@ class _Running:
 @attrs.define(eq=False)
 class PowerOrchestrator:
     clock: IReactorTime = attrs.field(repr=False)
-    client: Any = attrs.field(repr=False)  # an IMAASClient
+    client: IMAASClient = attrs.field(repr=False)
     report: PowerReport | None = attrs.field(default=None, repr=False)
     _running: dict[str, _Running] = attrs.field(init=False, factory=dict, repr=False)
     #: The last state seen for each machine with an action running (for messages).

@@ -27,7 +27,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from clusterd.cloudstack.errors import CloudStackError, CloudStackNotFound
+from clusterd.cloudstack.interfaces import ICloudStackClient
 from clusterd.volumes.errors import MountError
+from clusterd.volumes.mount import IMounter
 
 __all__ = ["VolumeLifecycle", "Settings", "TAG_JOB", "TAG_DISK", "INFRASTRUCTURE_JOB_PREFIX", "volume_name"]
 
@@ -66,8 +68,8 @@ class _Undo:
 
 @attrs.define(eq=False)
 class VolumeLifecycle:
-    client: Any = attrs.field(repr=False)  # a CloudStackClient
-    mounter: Any = attrs.field(repr=False)  # an IMounter
+    client: ICloudStackClient = attrs.field(repr=False)
+    mounter: IMounter = attrs.field(repr=False)
     settings: Settings
     report: Report = attrs.field(repr=False)
     device_timeout: float = DEVICE_TIMEOUT

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid as uuidlib
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -17,7 +17,9 @@ from twisted.logger import Logger
 
 from clusterd.cloudstack.client import CloudStackClient
 from clusterd.cloudstack.errors import CloudStackAuthError, CloudStackError, CloudStackParameterError
+from clusterd.cloudstack.interfaces import ICloudStackClient
 from clusterd.volumes.lifecycle import Settings, VolumeLifecycle
+from clusterd.volumes.mount import IMounter
 from rpc import errors as rpc_errors
 from rpc.region import GetTrackedVolumeJobs, ReportEvent, ReportVolumeJob, ReportVolumeState
 
@@ -41,13 +43,13 @@ def _is_uuid(value: str) -> bool:
 @attrs.define(eq=False)
 class VolumeWork:
     reactor: Any = attrs.field(repr=False)
-    mounter: Any = attrs.field(repr=False)
+    mounter: IMounter = attrs.field(repr=False)
     region: Callable[[], Any] = attrs.field(repr=False)
     mount_root: str = "/mnt/migration"
     #: Makes the CloudStack client for a configuration (tests and simulators swap it).
-    client_factory: Callable[[dict[str, Any]], Any] | None = attrs.field(default=None, repr=False)
+    client_factory: Callable[[dict[str, Any]], ICloudStackClient] | None = attrs.field(default=None, repr=False)
     _configuration: dict[str, Any] | None = attrs.field(init=False, default=None, repr=False)
-    _client: Any = attrs.field(init=False, default=None, repr=False)
+    _client: ICloudStackClient | None = attrs.field(init=False, default=None, repr=False)
     _lifecycle: VolumeLifecycle | None = attrs.field(init=False, default=None, repr=False)
     running: dict[str, str] = attrs.field(init=False, factory=dict)
     #: What to do with orphaned volumes found at start: "report" or "clean".
@@ -61,7 +63,7 @@ class VolumeWork:
         return self._configuration
 
     @property
-    def client(self) -> Any:
+    def client(self) -> ICloudStackClient | None:
         return self._client
 
     async def configure(self, configuration: dict[str, Any] | None) -> None:
@@ -108,7 +110,7 @@ class VolumeWork:
         return self._lifecycle
 
     @staticmethod
-    async def _resolve(ref: str, listing: Callable[[], Any]) -> str:
+    async def _resolve(ref: str, listing: Callable[[], Awaitable[list[dict[str, Any]]]]) -> str:
         if _is_uuid(ref):
             return ref
         for item in await listing():

@@ -170,7 +170,7 @@ def _follow(shared: Deferred[Any]) -> Deferred[Any]:
 
 @attrs.define
 class GidResolver:
-    client: HpcUserClient | None
+    client: IGidSource | None
     development_mode: bool
     #: project → (GID, "hpc_user_api" or "mock")
     _cache: dict[str, tuple[int, str]] = attrs.field(factory=dict)
