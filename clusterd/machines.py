@@ -127,6 +127,11 @@ class MachineWork:
         except MAASError as e:
             raise rpc_error_for(e) from None
 
+    async def username(self) -> str:
+        """The MAAS user this cluster acts as (who owns what it deploys)."""
+        answer = await self._guard(self._maas().whoami())
+        return str(answer.get("username") or "")
+
     async def list_machines(self, filters: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(filters, dict) or not set(filters) <= {"hostname", "status", "zone", "pool", "tags"}:
             raise rpc_errors.InvalidArgument("filters may have hostname, status, zone, pool and tags")

@@ -127,6 +127,19 @@ class Losing:
         return self.inner.request(method, url, **kwargs)
 
 
+class Unanswered:
+    """POSTs reach MAAS, which acts on them, but their answers never come back: the caller dies waiting."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]:
+        answer = self.inner.request(method, url, **kwargs)
+        if method == "POST":
+            return Deferred()
+        return answer
+
+
 class Region:
     """A region stand-in for VolumeWork: tracks no jobs, takes every report."""
 
@@ -527,6 +540,42 @@ async def test_claims_survive_a_restart_and_a_deploy_lost_to_it_is_sent_again(ha
     await harness.settle()
     done = await task(harness, accepted)
     assert done.status == COMPLETE and machine_ids(done) == [claimed] and harness.posts("deploy") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_deploy_maas_took_before_a_restart_is_ours_only_if_maas_names_us_its_owner(harness: MAASHarness) -> None:
+    """
+    A crash between MAAS taking our deploy and the state file recording it
+    leaves a machine Deploying that the file says we have not deployed.
+    MAAS's owner decides: ours, the create carries on; another user's, the
+    create fails and that machine is left alone.
+    """
+    working = harness.client.http
+    harness.client.http = Unanswered(working)
+    mine = await create(harness, template({"name": "n"}))
+    [taken] = harness.driver.claimed()
+    await harness.run(lambda: harness.machine(taken).status == Status.DEPLOYING)
+    assert harness.machine(taken).owner == "admin"
+    harness.client.http = working
+    harness.restart()
+    await harness.settle()
+    done = await task(harness, mine)
+    assert done.status == COMPLETE and machine_ids(done) == [taken] and harness.posts("deploy") == 1
+
+    harness.client.http = Unanswered(working)
+    theirs = await create(harness, template({"name": "n"}))
+    [lost] = harness.driver.claimed() - {taken}
+    await harness.run(lambda: harness.machine(lost).status == Status.DEPLOYING)
+    harness.sim.set_machine(lost, owner="someone")  # as if another user's deploy had won
+    harness.client.http = working
+    harness.restart()
+    await harness.settle()
+    failed = await task(harness, theirs)
+    assert failed.status == FAILED and failed.failure_details is not None
+    assert failed.failure_details.failure_code == INFRASTRUCTURE_ERROR
+    assert "Deploying for someone, not admin: taken by someone else" in failed.failure_details.description
+    assert harness.machine(lost).owner == "someone" and harness.posts("release") == 0
+    assert harness.driver.claimed() == {taken}
 
 
 @pytest_twisted.ensureDeferred

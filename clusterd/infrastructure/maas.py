@@ -16,7 +16,9 @@ Why it is built this way:
 - The work is a state machine stepped by one watcher per request (every
   ``poll_interval``) and by each `get_infrastructure_task` call.  Every step
   reads MAAS first and is safe to repeat, so a step lost to a crash is
-  simply done again.
+  simply done again.  A deploy MAAS took before a crash let us record it
+  shows as a machine Deploying that the file says we never deployed: it is
+  ours only if MAAS names our user its owner.
 - Ignition's rule: an accepted request whose work fails is a FAILED task,
   not an error.  So `create_infrastructure` raises only when it cannot
   accept the request (bad template, no MAAS here, MAAS unreachable or
@@ -223,6 +225,7 @@ class MAASInfrastructureDriver:
     _written: str = attrs.field(init=False, default="", repr=False)
     _resume: Any = attrs.field(init=False, default=None, repr=False)
     _closed: bool = attrs.field(init=False, default=False, repr=False)
+    _user: str | None = attrs.field(init=False, default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._load()
@@ -429,7 +432,13 @@ class MAASInfrastructureDriver:
             code, what = machine.get("status_code"), f"{member.hostname} ({member.system_id})"
             if not member.deployed:
                 if code in (DEPLOYING, DEPLOYED):
-                    member.deployed = True  # our deploy got through before a restart
+                    # Our deploy got through before a restart, if MAAS says the machine is ours.
+                    owner, us = str(machine.get("owner") or ""), await self._username()
+                    if owner != us:
+                        raise InfrastructureError(
+                            f"{what} is {machine.get('status')} for {owner or 'nobody'}, not {us}: taken by someone else"
+                        )
+                    member.deployed = True
                 elif code == READY:
                     try:
                         deployed = await self._maas(work.deploy(member.system_id, deploy.get(member.role, {})))
@@ -658,6 +667,14 @@ class MAASInfrastructureDriver:
                 "this cluster has no MAAS configured (maas: in its configuration), so it cannot serve maas locations"
             )
         return self.machines
+
+    async def _username(self) -> str:
+        """The MAAS user the cluster deploys as, asked once per driver (it is in the cluster's configuration)."""
+        if self._user is None:
+            name: str = await self._maas(self._machine_work().username())
+            self._user = name
+            return name
+        return self._user
 
     def _volume_work(self) -> Any:
         if self.volumes is None or self.volumes.configuration is None:
