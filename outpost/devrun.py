@@ -85,6 +85,9 @@ def main() -> int:
                 p.kill()
                 p.wait()
 
+    # Ctrl-C stops everything even when started with SIGINT ignored (as a
+    # background job of a non-interactive shell is), and so does SIGTERM.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         region_log = open(state / "regiond.log", "ab")

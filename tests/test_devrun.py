@@ -35,6 +35,8 @@ async def test_make_run_prints_api_and_token_and_stops_cleanly() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "outpost.devrun", "--state", str(base), "--http-port", str(http_port), "--rpc-port", str(rpc_port)],
         env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # As a background job of a non-interactive shell starts it: Ctrl-C must still stop it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     lines: list[str] = []
 
