@@ -38,7 +38,7 @@ from clusterd.infrastructure.driver import (
     TemporaryInfrastructureError,
     UnreachableDeploymentLocation,
 )
-from clusterd.infrastructure.journal import Journal
+from clusterd.infrastructure.journal import Journal, write_here
 from clusterd.infrastructure.registry import BUILTIN_DRIVERS, DriverRegistry
 from clusterd.infrastructure.work import MAX_ID, MAX_TEMPLATE, InfrastructureWork
 from clusterd.machines import MachineWork
@@ -260,7 +260,7 @@ def make_work(tmp_path: Path, driver: FakeDriver | None = None, region: Any = No
     region = region if region is not None else FakeRegion()
     registry = DriverRegistry(context(tmp_path, clock))
     registry.register("fake", lambda ctx: driver)
-    work = InfrastructureWork(clock, registry, tmp_path / "infrastructure", region=region)
+    work = InfrastructureWork(clock, registry, tmp_path / "infrastructure", region=region, write_journal=write_here)
     return work, driver, region, clock
 
 

@@ -1,7 +1,9 @@
 """
 The infrastructure journal: what it keeps across a restart, how it writes
-(atomic, 0600), and what a corrupt or unwritable file does (moved aside and
-logged; kept in memory) instead of stopping the cluster.
+(atomic, 0600; one write at a time, the changes made meanwhile together in
+the next; off the reactor thread), and what a corrupt or unwritable file
+does (moved aside and logged; kept in memory) instead of stopping the
+cluster.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_twisted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel
+from twisted.python.failure import Failure
 
 from clusterd.infrastructure import journal as journal_module
 from clusterd.infrastructure.journal import (
@@ -24,6 +30,7 @@ from clusterd.infrastructure.journal import (
     Journal,
     JournalError,
     Watched,
+    write_in_thread,
 )
 
 LOCATION = {"name": "site-1", "type": "simulated", "properties": {"zone": "a"}}
@@ -32,6 +39,16 @@ LOCATION = {"name": "site-1", "type": "simulated", "properties": {"zone": "a"}}
 def completion(request_id: str, status: str = "COMPLETE") -> Completion:
     return Completion(request_id, "inf-" + request_id, "create", LOCATION,
                       {"requestId": request_id, "infrastructureId": "inf-" + request_id, "status": status})
+
+
+def now(d: Deferred[Any]) -> Any:
+    """The result `d` already has (raising its failure)."""
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert results, "not written yet"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
 
 
 def errors_in(events: list[dict[str, Any]]) -> list[str]:
@@ -61,8 +78,8 @@ def test_every_change_is_on_disk_when_it_returns_with_mode_0600(tmp_path: Path) 
     assert [w.request_id for w in reread.watched] == ["r2"], "completing swaps the task for its report in one write"
     assert reread.undelivered == (completion("r1"),)
     assert (reread.monitored_count, reread.undelivered_count) == (1, 1)
-    assert journal.acknowledge("r1") is True
-    assert journal.acknowledge("r1") is False, "a second acknowledgement finds nothing"
+    assert now(journal.acknowledge("r1")) is True
+    assert now(journal.acknowledge("r1")) is False, "a second acknowledgement finds nothing"
     assert Journal.open(tmp_path).undelivered == ()
     assert sorted(os.listdir(tmp_path)) == [JOURNAL_NAME], "no temporary files are left behind"
 
@@ -90,7 +107,7 @@ def test_a_failed_write_keeps_the_old_file_and_the_change_in_memory(tmp_path: Pa
 
     monkeypatch.setattr(journal_module.os, "replace", disk_full)
     with pytest.raises(JournalError, match="No space left on device"):
-        journal.watch(Watched("r2", "i2", "create", LOCATION))
+        now(journal.watch(Watched("r2", "i2", "create", LOCATION)))
     assert (tmp_path / JOURNAL_NAME).read_bytes() == before, "the file is the state before the change"
     assert sorted(os.listdir(tmp_path)) == [JOURNAL_NAME], "the temporary file is removed"
     assert journal.is_watched("r2"), "the change is kept in memory"
@@ -178,3 +195,86 @@ def test_a_journal_path_that_cannot_be_read_is_moved_aside(tmp_path: Path, logge
     assert len(errors_in(logged)) == 1
     journal.watch(Watched("r1", "i1", "create", LOCATION))
     assert Journal.open(tmp_path).is_watched("r1")
+
+
+class HeldWrites:
+    """A writer whose writes land (for real) only when the test says so."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[Path, bytes, Deferred[None]]] = []
+
+    def __call__(self, path: Path, data: bytes) -> Deferred[None]:
+        done: Deferred[None] = Deferred()
+        self.held.append((path, data, done))
+        return done
+
+    def land(self, error: OSError | None = None) -> list[str]:
+        """Finish the oldest write; the request ids it held as monitored."""
+        path, data, done = self.held.pop(0)
+        if error is not None:
+            done.errback(error)
+        else:
+            journal_module.write_private_atomically(path, data)
+            done.callback(None)
+        return [w["request_id"] for w in json.loads(data)["monitored"]]
+
+
+def test_changes_made_while_a_write_runs_go_to_disk_together_in_the_next(tmp_path: Path) -> None:
+    """A burst costs two writes, not one each, and no change is reported written before it is."""
+    directory = tmp_path
+    writes = HeldWrites()
+    journal = Journal.open(directory, write=writes)
+    first = journal.watch(Watched("r1", "i1", "create", LOCATION))
+    rest = [journal.watch(Watched(f"r{n}", f"i{n}", "create", LOCATION)) for n in (2, 3, 4)]
+    assert len(writes.held) == 1, "one write at a time"
+    assert journal.idle().called is False
+    assert writes.land() == ["r1"]
+    assert now(first) is None and not any(d.called for d in rest), "r2-r4 are not on disk yet"
+    assert len(writes.held) == 1, "the changes made meanwhile, in one write"
+    idle = journal.idle()
+    assert writes.land() == ["r1", "r2", "r3", "r4"]
+    assert [now(d) for d in rest] == [None, None, None] and idle.called
+    assert writes.held == [] and [w.request_id for w in Journal.open(directory).watched] == ["r1", "r2", "r3", "r4"]
+
+
+def test_a_failed_write_fails_every_change_it_carried_and_the_next_write_carries_them_again(
+        tmp_path: Path, logged: list[dict[str, Any]]) -> None:
+    directory = tmp_path
+    writes = HeldWrites()
+    journal = Journal.open(directory, write=writes)
+    first = journal.watch(Watched("r1", "i1", "create", LOCATION))
+    writes.land(OSError(28, "No space left on device"))
+    with pytest.raises(JournalError, match="No space left on device"):
+        now(first)
+    assert any("No space left on device" in e for e in errors_in(logged))
+    assert journal.is_watched("r1") and writes.held == [], "kept in memory; nothing retried on its own"
+    second = journal.complete(completion("r2"))
+    assert writes.land() == ["r1"] and now(second) is None
+    assert Journal.open(directory).undelivered == (completion("r2"),)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_cluster_s_writer_writes_in_a_thread(tmp_path: Path) -> None:
+    """`write_in_thread` (what the cluster uses): the reactor thread only waits for the Deferred."""
+    import threading
+
+    directory = tmp_path
+    threads: list[str] = []
+    real = journal_module._write_atomically
+
+    def noting(path: Path, data: bytes) -> None:
+        threads.append(threading.current_thread().name)
+        real(path, data)
+
+    journal_module._write_atomically = noting
+    try:
+        journal = Journal.open(directory, write=write_in_thread(reactor))
+        await journal.watch(Watched("r1", "i1", "create", LOCATION))
+        assert await journal.acknowledge("nope") is False
+        await journal.complete(completion("r1"))
+        await journal.idle()
+    finally:
+        journal_module._write_atomically = real
+    assert len(threads) >= 1 and threading.main_thread().name not in threads
+    reread = Journal.open(directory)
+    assert reread.watched == () and reread.undelivered == (completion("r1"),)

@@ -174,7 +174,7 @@ def test_metrics_flag_needs_an_endpoint(tmp_path: Path) -> None:
 
 def test_the_journal_gauges_count_undelivered_reports_and_monitored_tasks(tmp_path: Path) -> None:
     from clusterd.infrastructure.driver import DriverContext
-    from clusterd.infrastructure.journal import Completion, Journal, Watched
+    from clusterd.infrastructure.journal import Completion, Journal, Watched, write_here
     from clusterd.infrastructure.registry import DriverRegistry
     from clusterd.infrastructure.work import InfrastructureWork
 
@@ -186,7 +186,7 @@ def test_the_journal_gauges_count_undelivered_reports_and_monitored_tasks(tmp_pa
         journal.complete(Completion(f"r{n}", f"i{n}", "create", location, {"requestId": f"r{n}", "status": "COMPLETE"}))
     clock = Clock()
     work = InfrastructureWork(clock, DriverRegistry(DriverContext(clock, {}, tmp_path / "drivers")), tmp_path / "infrastructure",
-                              region=lambda: None)
+                              region=lambda: None, write_journal=write_here)
 
     class Connector:
         live: set[Any] = set()

@@ -8,9 +8,14 @@ Two things are kept, in one JSON file (``<state_dir>/journal.json``):
 - the completions the region has not yet acknowledged, kept until it does,
   so a report lost to a disconnect or a restart is sent again.
 
-Every change is written at once and atomically (a temporary file, fsync,
-rename, fsync of the directory), with mode 0600: after a crash the file is
-the state before or after the change, never half of it.  A file that cannot
+Every change is written atomically (a temporary file, fsync, rename, fsync
+of the directory), with mode 0600: after a crash the file is the state
+before or after the change, never half of it.  Each change returns a
+Deferred that fires once it is on disk.  The writes run off the reactor
+thread (`write_in_thread`: an fsync takes milliseconds, more on a busy
+disk, and the reactor has RPC to answer meanwhile), one at a time, and
+changes made while one is running go to disk together in the next: a
+burst of completions costs two writes, not one each.  A file that cannot
 be read back (not JSON, wrong shape, bad entries) is moved aside with a
 logged error and the cluster starts from what could be read, rather than not
 starting at all.
@@ -21,15 +26,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import attrs
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from clusterd.errors import ClusterError
 from outpost.files import write_private_atomically
 
-__all__ = ["Journal", "JournalError", "Watched", "Completion", "JOURNAL_NAME", "OPERATIONS"]
+__all__ = [
+    "Journal", "JournalError", "Watched", "Completion", "JOURNAL_NAME", "OPERATIONS", "Writer", "write_here", "write_in_thread",
+]
 
 log = Logger()
 
@@ -102,21 +112,49 @@ class Completion:
 
 _write_atomically = write_private_atomically
 
+#: Writes `data` to `path` atomically; the Deferred fires once it is on disk.
+Writer = Callable[[Path, bytes], "Deferred[None]"]
+
+
+def write_here(path: Path, data: bytes) -> Deferred[None]:
+    """Write on the calling thread: done (or failed) when this returns.  For tests and tools."""
+    return maybeDeferred(_write_atomically, path, data)
+
+
+def write_in_thread(reactor: Any) -> Writer:
+    """Write in `reactor`'s thread pool (the journal has at most one write running)."""
+
+    def write(path: Path, data: bytes) -> Deferred[None]:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), _write_atomically, path, data)
+
+    return write
+
 
 @attrs.define(eq=False)
 class Journal:
     """The monitored tasks and unacknowledged completions, in memory and in `path`."""
 
     path: Path
+    _write: Writer = attrs.field(default=write_here, repr=False)
     _watched: dict[str, Watched] = attrs.field(factory=dict)
     _undelivered: dict[str, Completion] = attrs.field(factory=dict)
+    #: Changes made so far; a write covers every change made before it started.
+    _changes: int = attrs.field(init=False, default=0, repr=False)
+    #: (change number, fired once a write covering it is done), oldest first.
+    _waiting: list[tuple[int, Deferred[None]]] = attrs.field(init=False, factory=list, repr=False)
+    _writing: bool = attrs.field(init=False, default=False, repr=False)
+    _idle: list[Deferred[None]] = attrs.field(init=False, factory=list, repr=False)
 
     @classmethod
-    def open(cls, directory: Path) -> "Journal":
-        """The journal in `directory` (made with mode 0700 if missing); empty if there is none yet."""
+    def open(cls, directory: Path, write: Writer = write_here) -> "Journal":
+        """
+        The journal in `directory` (made with mode 0700 if missing); empty if
+        there is none yet.  `write` does its writes (`write_in_thread` in the
+        cluster); reading it here, at open, is done at once.
+        """
         directory = Path(directory)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        journal = cls(directory / JOURNAL_NAME)
+        journal = cls(directory / JOURNAL_NAME, write)
         journal._load()
         return journal
 
@@ -195,25 +233,40 @@ class Journal:
     def is_watched(self, request_id: str) -> bool:
         return request_id in self._watched
 
-    # -- changes: each is in memory at once and on disk before it returns ------
+    # -- changes: each is in memory at once, and on disk when its Deferred fires --
 
-    def watch(self, task: Watched) -> None:
-        """Record a task to monitor; raises `JournalError` if it could not be written (it stays in memory)."""
+    def watch(self, task: Watched) -> Deferred[None]:
+        """Record a task to monitor; fails with `JournalError` if it could not be written (it stays in memory)."""
         self._watched[task.request_id] = task
-        self._save()
+        return self._changed()
 
-    def complete(self, completion: Completion) -> None:
+    def complete(self, completion: Completion) -> Deferred[None]:
         """A monitored task ended: swap it for its completion, to deliver (one atomic write)."""
         self._watched.pop(completion.request_id, None)
         self._undelivered[completion.request_id] = completion
-        self._save()
+        return self._changed()
 
-    def acknowledge(self, request_id: str) -> bool:
-        """The region acknowledged the completion of `request_id`: forget it. False if it was not there."""
+    def acknowledge(self, request_id: str) -> Deferred[bool]:
+        """The region acknowledged the completion of `request_id`: forget it.  False if it was not there."""
         if self._undelivered.pop(request_id, None) is None:
-            return False
-        self._save()
-        return True
+            return succeed(False)
+        return self._changed().addCallback(lambda _: True)
+
+    def idle(self) -> Deferred[None]:
+        """Fires once no write is running or waiting (to stop without leaving one half-way)."""
+        if not self._writing:
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+        self._idle.append(done)
+        return done
+
+    def _changed(self) -> Deferred[None]:
+        self._changes += 1
+        done: Deferred[None] = Deferred()
+        self._waiting.append((self._changes, done))
+        if not self._writing:
+            self._start_write()
+        return done
 
     def _document(self) -> dict[str, Any]:
         return {
@@ -222,13 +275,43 @@ class Journal:
             "undelivered": [c.to_json() for c in self._undelivered.values()],
         }
 
+    def _encode(self) -> bytes:
+        return json.dumps(self._document(), separators=(",", ":")).encode()
+
+    def _start_write(self) -> None:
+        covers, data = self._changes, self._encode()
+        self._writing = True
+        self._write(self.path, data).addBoth(self._written, covers)
+
+    def _written(self, result: None | Failure, covers: int) -> None:
+        self._writing = False
+        done = [d for n, d in self._waiting if n <= covers]
+        self._waiting = [(n, d) for n, d in self._waiting if n > covers]
+        if isinstance(result, Failure):
+            error = self._write_failed(result.value)
+            for d in done:
+                d.errback(error)
+        else:
+            for d in done:
+                d.callback(None)
+        if self._waiting:
+            self._start_write()  # the changes made while this write ran
+        elif not self._writing:
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
+
+    def _write_failed(self, error: object) -> JournalError:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        log.error("Could not write the infrastructure journal {path}: {error}", path=str(self.path), error=str(error))
+        return JournalError(f"could not write the infrastructure journal {self.path}: {reason}")
+
     def _save(self) -> None:
-        data = json.dumps(self._document(), separators=(",", ":")).encode()
+        """Write now, on this thread (at open, before anything else can run)."""
         try:
-            _write_atomically(self.path, data)
+            _write_atomically(self.path, self._encode())
         except OSError as e:
-            log.error("Could not write the infrastructure journal {path}: {error}", path=str(self.path), error=str(e))
-            raise JournalError(f"could not write the infrastructure journal {self.path}: {e.strerror or e}") from None
+            raise self._write_failed(e) from None
 
     def _save_quietly(self) -> None:
         try:

@@ -66,6 +66,11 @@ def backoff(interval: float, max_interval: float) -> Callable[[float], float]:
     return following
 
 
+def _written_later(failure: Failure) -> None:
+    """A journal write failed: the journal logged it, and the change is in memory, written with the next one."""
+    failure.trap(JournalError)
+
+
 def _message(error: BaseException) -> str:
     text = str(error)
     if isinstance(error, InfrastructureError):
@@ -142,10 +147,9 @@ class TaskMonitor:
         completion = Completion(task.request_id, task.infrastructure_id, task.operation, task.deployment_location, ended.to_event())
         log.info("Infrastructure {operation} {request} of {infrastructure} ended {status}", operation=task.operation,
                  request=task.request_id, infrastructure=task.infrastructure_id, status=ended.status)
-        try:
-            self.journal.complete(completion)
-        except JournalError:
-            pass  # logged by the journal; kept in memory and written with the next change
+        # Sent without waiting for the write: a crash before it lands leaves the
+        # task watched in the file, so it is polled and reported again.
+        self.journal.complete(completion).addErrback(_written_later)
         self.deliver(completion)
 
     async def check(self, task: Watched) -> InfrastructureTask | None:
@@ -204,10 +208,7 @@ class TaskMonitor:
                 break
             await self._nap(delay)
             delay = following(delay)
-        try:
-            self.journal.acknowledge(completion.request_id)
-        except JournalError:
-            pass  # logged by the journal; gone from memory, and from the file with the next write
+        self.journal.acknowledge(completion.request_id).addErrback(_written_later)
         log.info("Region acknowledged the end of infrastructure request {request}", request=completion.request_id)
 
     def retry_now(self) -> None:

@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from clusterd.infrastructure.driver import Accepted, Found
-from clusterd.infrastructure.journal import Journal, JournalError, Watched
+from clusterd.infrastructure.journal import Journal, JournalError, Watched, Writer, write_in_thread
 from clusterd.infrastructure.monitor import TaskMonitor
 from clusterd.infrastructure.registry import LOCATION_TYPE, DriverRegistry
 from rpc import errors as rpc_errors
@@ -123,6 +123,8 @@ class InfrastructureWork(Service):
     #: First poll (and report retry) delay, doubled up to `max_interval`.
     interval: float = 1.0
     max_interval: float = 30.0
+    #: How the journal writes (default: in the reactor's thread pool; tests on a `Clock` write at once).
+    write_journal: Writer | None = attrs.field(default=None, repr=False)
     _journal: Journal | None = attrs.field(init=False, default=None, repr=False)
     _monitor: TaskMonitor | None = attrs.field(init=False, default=None, repr=False)
 
@@ -132,7 +134,7 @@ class InfrastructureWork(Service):
     def journal(self) -> Journal:
         """The journal, opened on first use (at start, or at the first call if one comes before)."""
         if self._journal is None:
-            self._journal = Journal.open(self.state_dir)
+            self._journal = Journal.open(self.state_dir, self.write_journal or write_in_thread(self.reactor))
         return self._journal
 
     @property
@@ -153,9 +155,11 @@ class InfrastructureWork(Service):
         self.monitor.start()
 
     async def stop(self) -> None:
-        """Stop monitoring (the journal keeps what is unfinished) and close the drivers."""
+        """Stop monitoring (the journal keeps what is unfinished), let its last write finish, and close the drivers."""
         if self._monitor is not None:
             self._monitor.stop()
+        if self._journal is not None:
+            await self._journal.idle()
         await self.registry.close()
 
     def startService(self) -> None:  # noqa: N802
@@ -191,7 +195,7 @@ class InfrastructureWork(Service):
             location, "create infrastructure",
             lambda: driver.create_infrastructure(template, template_type, system_properties, properties, location),
         )
-        return self._track(location, "create", accepted)
+        return await self._track(location, "create", accepted)
 
     async def delete(self, infrastructure_id: Any, deployment_location: Any) -> dict[str, str]:
         """Start deleting (`rpc.cluster.DeleteInfrastructure`): ``{infrastructure_id, request_id}``."""
@@ -201,7 +205,7 @@ class InfrastructureWork(Service):
         accepted = await self._call(
             location, "delete infrastructure", lambda: driver.delete_infrastructure(infrastructure_id, location)
         )
-        return self._track(location, "delete", accepted)
+        return await self._track(location, "delete", accepted)
 
     async def find(self, request: Any) -> dict[str, Any]:
         """Find by instance name (`rpc.cluster.FindInfrastructure`): ``{result: {infrastructureId, outputs} | None}``."""
@@ -241,8 +245,8 @@ class InfrastructureWork(Service):
             log.failure("The {type} driver failed to {what}", type=location["type"], what=what)
             raise rpc_errors.InfrastructureError(f"the {location['type']} driver failed to {what}: {_message(e)}") from None
 
-    def _track(self, location: dict[str, Any], operation: str, accepted: Any) -> dict[str, str]:
-        """Journal the accepted request, then monitor it; the answer for the region."""
+    async def _track(self, location: dict[str, Any], operation: str, accepted: Any) -> dict[str, str]:
+        """Journal the accepted request (on disk before the region hears of it), then monitor it; the answer for the region."""
         if not (
             isinstance(accepted, Accepted)
             and all(isinstance(v, str) and v for v in (accepted.infrastructure_id, accepted.request_id))
@@ -253,7 +257,7 @@ class InfrastructureWork(Service):
                  operation=operation, request=task.request_id, infrastructure=task.infrastructure_id,
                  location=location.get("name"))
         try:
-            self.journal.watch(task)
+            await self.journal.watch(task)
         except JournalError as e:
             # Still watched in memory (and written with the next change), but nothing
             # durable backs it: say so rather than promise a report a restart would lose.
