@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel
-from twisted.python.failure import Failure
 
 from clusterd.infrastructure import journal as journal_module
 from clusterd.infrastructure.journal import (
@@ -32,6 +31,7 @@ from clusterd.infrastructure.journal import (
     Watched,
     write_in_thread,
 )
+from tests.deferreds import result
 
 LOCATION = {"name": "site-1", "type": "simulated", "properties": {"zone": "a"}}
 
@@ -39,16 +39,6 @@ LOCATION = {"name": "site-1", "type": "simulated", "properties": {"zone": "a"}}
 def completion(request_id: str, status: str = "COMPLETE") -> Completion:
     return Completion(request_id, "inf-" + request_id, "create", LOCATION,
                       {"requestId": request_id, "infrastructureId": "inf-" + request_id, "status": status})
-
-
-def now(d: Deferred[Any]) -> Any:
-    """The result `d` already has (raising its failure)."""
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, "not written yet"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
 
 
 def errors_in(events: list[dict[str, Any]]) -> list[str]:
@@ -78,8 +68,8 @@ def test_every_change_is_on_disk_when_it_returns_with_mode_0600(tmp_path: Path) 
     assert [w.request_id for w in reread.watched] == ["r2"], "completing swaps the task for its report in one write"
     assert reread.undelivered == (completion("r1"),)
     assert (reread.monitored_count, reread.undelivered_count) == (1, 1)
-    assert now(journal.acknowledge("r1")) is True
-    assert now(journal.acknowledge("r1")) is False, "a second acknowledgement finds nothing"
+    assert result(journal.acknowledge("r1")) is True
+    assert result(journal.acknowledge("r1")) is False, "a second acknowledgement finds nothing"
     assert Journal.open(tmp_path).undelivered == ()
     assert sorted(os.listdir(tmp_path)) == [JOURNAL_NAME], "no temporary files are left behind"
 
@@ -107,7 +97,7 @@ def test_a_failed_write_keeps_the_old_file_and_the_change_in_memory(tmp_path: Pa
 
     monkeypatch.setattr(journal_module.os, "replace", disk_full)
     with pytest.raises(JournalError, match="No space left on device"):
-        now(journal.watch(Watched("r2", "i2", "create", LOCATION)))
+        result(journal.watch(Watched("r2", "i2", "create", LOCATION)))
     assert (tmp_path / JOURNAL_NAME).read_bytes() == before, "the file is the state before the change"
     assert sorted(os.listdir(tmp_path)) == [JOURNAL_NAME], "the temporary file is removed"
     assert journal.is_watched("r2"), "the change is kept in memory"
@@ -229,11 +219,11 @@ def test_changes_made_while_a_write_runs_go_to_disk_together_in_the_next(tmp_pat
     assert len(writes.held) == 1, "one write at a time"
     assert journal.idle().called is False
     assert writes.land() == ["r1"]
-    assert now(first) is None and not any(d.called for d in rest), "r2-r4 are not on disk yet"
+    assert result(first) is None and not any(d.called for d in rest), "r2-r4 are not on disk yet"
     assert len(writes.held) == 1, "the changes made meanwhile, in one write"
     idle = journal.idle()
     assert writes.land() == ["r1", "r2", "r3", "r4"]
-    assert [now(d) for d in rest] == [None, None, None] and idle.called
+    assert [result(d) for d in rest] == [None, None, None] and idle.called
     assert writes.held == [] and [w.request_id for w in Journal.open(directory).watched] == ["r1", "r2", "r3", "r4"]
 
 
@@ -245,11 +235,11 @@ def test_a_failed_write_fails_every_change_it_carried_and_the_next_write_carries
     first = journal.watch(Watched("r1", "i1", "create", LOCATION))
     writes.land(OSError(28, "No space left on device"))
     with pytest.raises(JournalError, match="No space left on device"):
-        now(first)
+        result(first)
     assert any("No space left on device" in e for e in errors_in(logged))
     assert journal.is_watched("r1") and writes.held == [], "kept in memory; nothing retried on its own"
     second = journal.complete(completion("r2"))
-    assert writes.land() == ["r1"] and now(second) is None
+    assert writes.land() == ["r1"] and result(second) is None
     assert Journal.open(directory).undelivered == (completion("r2"),)
 
 

@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 import pytest
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 
 from clusterd.volumes import (
     AmbiguousDevice,
@@ -22,6 +21,7 @@ from clusterd.volumes import (
     MountInfo,
     SimulatedMounter,
 )
+from tests.deferreds import result
 
 VOLUME = "5d8e3a4b-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
 SERIAL = "5d8e3a4b1c2d4e5f8a9b"
@@ -30,15 +30,6 @@ _T = TypeVar("_T")
 
 def start(coro: Coroutine[Any, Any, _T]) -> Deferred[_T]:
     return ensureDeferred(coro)
-
-
-def result(d: Deferred[_T]) -> _T:
-    out: list[Any] = []
-    d.addBoth(out.append)
-    assert out, "still waiting"
-    if isinstance(out[0], Failure):
-        out[0].raiseException()
-    return out[0]  # type: ignore[no-any-return]
 
 
 @pytest.fixture
