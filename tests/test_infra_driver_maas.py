@@ -579,6 +579,50 @@ async def test_a_deploy_maas_took_before_a_restart_is_ours_only_if_maas_names_us
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_deploy_that_failed_before_a_restart_recorded_it_is_ours_to_release(harness: MAASHarness) -> None:
+    harness.client.http = Unanswered(harness.client.http)
+    accepted = await create(harness, template({"name": "n"}))
+    [taken] = harness.driver.claimed()
+    await harness.run(lambda: harness.machine(taken).status == Status.DEPLOYING)
+    harness.client.http = harness.client.http.inner
+    harness.sim.set_machine(taken, status=Status.FAILED_DEPLOYMENT)
+    harness.restart()
+    await harness.settle()
+    done = await task(harness, accepted)
+    assert done.status == FAILED and done.failure_details is not None
+    assert "failed: MAAS shows it Failed deployment" in done.failure_details.description
+    assert harness.posts("release") == 1 and harness.machine(taken).owner is None
+    assert harness.driver.claimed() == frozenset()
+
+
+@pytest_twisted.ensureDeferred
+async def test_not_knowing_who_we_are_is_temporary_and_the_create_carries_on_once_maas_says(harness: MAASHarness) -> None:
+    harness.client.http = Unanswered(harness.client.http)
+    accepted = await create(harness, template({"name": "n"}))
+    [taken] = harness.driver.claimed()
+    await harness.run(lambda: harness.machine(taken).status == Status.DEPLOYING)
+    harness.client.http = harness.client.http.inner
+    whoami = MachineWork.username
+    answers = iter(["", ""])
+
+    async def forgetful(work: MachineWork) -> str:
+        for answer in answers:  # twice no user, then the real answer
+            return answer
+        return await whoami(work)
+
+    MachineWork.username = forgetful  # type: ignore[method-assign]
+    try:
+        harness.restart()
+        with pytest.raises(TemporaryInfrastructureError, match="whoami named no user"):
+            await harness.driver.get_infrastructure_task(accepted.infrastructure_id, accepted.request_id, harness.location)
+        await harness.settle()
+    finally:
+        MachineWork.username = whoami  # type: ignore[method-assign]
+    done = await task(harness, accepted)
+    assert done.status == COMPLETE and machine_ids(done) == [taken] and harness.posts("deploy") == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_state_file_is_private_and_a_corrupt_one_stops_the_driver(harness: MAASHarness) -> None:
     await created(harness, template({"name": "n", "deploy": {"user_data": "password: hunter2"}}))
     path = harness.state_dir / STATE_FILE

@@ -227,6 +227,34 @@ def test_changes_made_while_a_write_runs_go_to_disk_together_in_the_next(tmp_pat
     assert writes.held == [] and [w.request_id for w in Journal.open(directory).watched] == ["r1", "r2", "r3", "r4"]
 
 
+def test_a_change_made_when_a_write_lands_waits_for_the_next_write(tmp_path: Path) -> None:
+    """A callback that changes the journal (the monitor's, say) never starts a second write beside the first."""
+    writes = HeldWrites()
+    journal = Journal.open(tmp_path, write=writes)
+    first = journal.watch(Watched("r1", "i1", "create", LOCATION))
+    then: list[Deferred[None]] = []
+    first.addCallback(lambda _: then.append(journal.complete(completion("r1"))))
+    assert writes.land() == ["r1"] and len(then) == 1
+    assert len(writes.held) == 1, "one write at a time"
+    idle = journal.idle()
+    assert not idle.called and not then[0].called
+    assert writes.land() == [] and result(then[0]) is None and idle.called
+    assert writes.held == [] and Journal.open(tmp_path).undelivered == (completion("r1"),)
+
+
+def test_an_entry_that_cannot_be_encoded_fails_its_change_and_nothing_hangs(tmp_path: Path,
+                                                                           logged: list[dict[str, Any]]) -> None:
+    writes = HeldWrites()
+    journal = Journal.open(tmp_path, write=writes)
+    first = journal.watch(Watched("r1", "i1", "create", LOCATION))
+    later = journal.complete(Completion("r2", "i2", "create", LOCATION, {"requestId": "r2", "outputs": {"x": object()}}))
+    writes.land()
+    assert result(first) is None
+    with pytest.raises(JournalError, match="not JSON serializable"):
+        result(later)
+    assert writes.held == [] and result(journal.idle()) is None
+
+
 def test_a_failed_write_fails_every_change_it_carried_and_the_next_write_carries_them_again(
         tmp_path: Path, logged: list[dict[str, Any]]) -> None:
     directory = tmp_path
@@ -265,6 +293,7 @@ async def test_the_cluster_s_writer_writes_in_a_thread(tmp_path: Path) -> None:
         await journal.idle()
     finally:
         journal_module._write_atomically = real
-    assert len(threads) >= 1 and threading.main_thread().name not in threads
+    assert len(threads) == 2, "a write for the watch, one for the completion; the acknowledgement found nothing"
+    assert threading.main_thread().name not in threads
     reread = Journal.open(directory)
     assert reread.watched == () and reread.undelivered == (completion("r1"),)

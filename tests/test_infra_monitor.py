@@ -197,6 +197,17 @@ def test_the_cap_and_first_interval_are_configurable(tmp_path: Path) -> None:
     assert [t for t, _ in driver.polls] == [0.5, 1.5, 3.5, 5.5, 7.5, 9.5]
 
 
+def test_outputs_that_are_not_json_end_the_task_failed_rather_than_poison_the_journal(tmp_path: Path) -> None:
+    monitor, driver, region, clock = make_monitor(tmp_path)
+    driver.tasks["req-1"] = [InfrastructureTask("inf-1", "req-1", COMPLETE, outputs={"when": object(), "n": float("nan")})]
+    watch(monitor)
+    step(clock, 3)
+    [report] = region.reports
+    assert report["task"]["status"] == "FAILED" and report["task"]["failureDetails"]["failureCode"] == "INTERNAL_ERROR"
+    assert "outputs that are not JSON" in report["task"]["failureDetails"]["description"]
+    assert Journal.open(tmp_path).undelivered == (), "written, and acknowledged"
+
+
 def test_a_completed_task_is_reported_with_its_outputs_and_leaves_the_journal_when_acknowledged(tmp_path: Path) -> None:
     monitor, driver, region, clock = make_monitor(tmp_path)
     driver.tasks["req-1"] = [IN_PROGRESS, InfrastructureTask("inf-1", "req-1", COMPLETE, outputs={"ip": "10.0.0.5"})]

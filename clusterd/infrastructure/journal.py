@@ -279,14 +279,16 @@ class Journal:
         return json.dumps(self._document(), separators=(",", ":")).encode()
 
     def _start_write(self) -> None:
-        covers, data = self._changes, self._encode()
+        covers = self._changes
         self._writing = True
-        self._write(self.path, data).addBoth(self._written, covers)
+        # Encoding can fail too (an entry that is not JSON): that is a failed write like any other.
+        maybeDeferred(self._encode).addCallback(lambda data: self._write(self.path, data)).addBoth(self._written, covers)
 
     def _written(self, result: None | Failure, covers: int) -> None:
-        self._writing = False
         done = [d for n, d in self._waiting if n <= covers]
         self._waiting = [(n, d) for n, d in self._waiting if n > covers]
+        # Still "writing" while the callbacks run, so a change one of them makes
+        # waits for the next write instead of starting one beside this.
         if isinstance(result, Failure):
             error = self._write_failed(result.value)
             for d in done:
@@ -294,9 +296,10 @@ class Journal:
         else:
             for d in done:
                 d.callback(None)
+        self._writing = False
         if self._waiting:
             self._start_write()  # the changes made while this write ran
-        elif not self._writing:
+        else:
             idle, self._idle = self._idle, []
             for d in idle:
                 d.callback(None)

@@ -17,8 +17,9 @@ Why it is built this way:
   ``poll_interval``) and by each `get_infrastructure_task` call.  Every step
   reads MAAS first and is safe to repeat, so a step lost to a crash is
   simply done again.  A deploy MAAS took before a crash let us record it
-  shows as a machine Deploying that the file says we never deployed: it is
-  ours only if MAAS names our user its owner.
+  shows as a machine no longer Ready that the file says we never deployed:
+  it is ours (to wait for, or to release) only if MAAS names our user its
+  owner.
 - Ignition's rule: an accepted request whose work fails is a FAILED task,
   not an error.  So `create_infrastructure` raises only when it cannot
   accept the request (bad template, no MAAS here, MAAS unreachable or
@@ -431,15 +432,7 @@ class MAASInfrastructureDriver:
             member.hostname = str(machine.get("hostname") or member.hostname)
             code, what = machine.get("status_code"), f"{member.hostname} ({member.system_id})"
             if not member.deployed:
-                if code in (DEPLOYING, DEPLOYED):
-                    # Our deploy got through before a restart, if MAAS says the machine is ours.
-                    owner, us = str(machine.get("owner") or ""), await self._username()
-                    if owner != us:
-                        raise InfrastructureError(
-                            f"{what} is {machine.get('status')} for {owner or 'nobody'}, not {us}: taken by someone else"
-                        )
-                    member.deployed = True
-                elif code == READY:
+                if code == READY:
                     try:
                         deployed = await self._maas(work.deploy(member.system_id, deploy.get(member.role, {})))
                     except (TemporaryInfrastructureError, UnreachableDeploymentLocation):
@@ -451,7 +444,16 @@ class MAASInfrastructureDriver:
                     self._save()
                     code = DEPLOYING
                 else:
-                    raise InfrastructureError(f"{what} is {machine.get('status')}, no longer Ready: taken by someone else")
+                    # No longer Ready, though the file says we never deployed it: MAAS took our
+                    # deploy before a restart let us record it, if MAAS names our user its owner
+                    # (then it is ours to wait for, or to release if the deployment failed).
+                    owner, us = str(machine.get("owner") or ""), await self._username()
+                    if owner != us:
+                        raise InfrastructureError(
+                            f"{what} is {machine.get('status')} for {owner or 'nobody'}, not {us}: taken by someone else"
+                        )
+                    member.deployed = True
+                    self._save()
             if code == DEPLOYED:
                 member.addresses = [str(a) for a in machine.get("ip_addresses") or []]
             elif code in (DEPLOYING, ALLOCATED):
@@ -670,11 +672,19 @@ class MAASInfrastructureDriver:
 
     async def _username(self) -> str:
         """The MAAS user the cluster deploys as, asked once per driver (it is in the cluster's configuration)."""
-        if self._user is None:
+        if self._user is not None:
+            return self._user
+        try:
             name: str = await self._maas(self._machine_work().username())
-            self._user = name
-            return name
-        return self._user
+        except (TemporaryInfrastructureError, UnreachableDeploymentLocation):
+            raise
+        except InfrastructureError as e:
+            # Without knowing who we are, no machine can be judged ours or not: ask again later.
+            raise TemporaryInfrastructureError(f"cannot tell which MAAS user this cluster is: {e}") from None
+        if not name:
+            raise TemporaryInfrastructureError("MAAS did not say which user this cluster is (whoami named no user)")
+        self._user = name
+        return name
 
     def _volume_work(self) -> Any:
         if self.volumes is None or self.volumes.configuration is None:

@@ -27,6 +27,7 @@ region de-duplicates by request id.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Coroutine
 
 import attrs
@@ -176,6 +177,10 @@ class TaskMonitor:
             return self._failed(task, f"the driver answered {type(got).__name__}, not an InfrastructureTask")
         if not got.done:
             return None
+        try:
+            json.dumps(dict(got.outputs or {}), allow_nan=False)
+        except (TypeError, ValueError) as e:
+            return self._failed(task, f"the driver answered outputs that are not JSON: {e}")
         # The region matches reports by the ids it was given; keep those.
         return attrs.evolve(got, infrastructure_id=task.infrastructure_id, request_id=task.request_id)
 
