@@ -25,7 +25,7 @@ entry point group (`clusterd.infrastructure.registry`); each entry point is a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 import attrs
 
@@ -38,6 +38,10 @@ from rpc.errors import (
     TemporaryInfrastructureError,
     UnreachableDeploymentLocation,
 )
+
+if TYPE_CHECKING:  # the cluster's work modules import the drivers' registry, which imports this
+    from clusterd.machines import MachineWork
+    from clusterd.volumes.work import VolumeWork
 
 __all__ = [
     "IN_PROGRESS", "COMPLETE", "FAILED", "STATUSES", "FAILURE_CODES",
@@ -146,10 +150,10 @@ class DriverContext:
     config: Mapping[str, Any]
     #: A directory this driver may keep state in (created by the cluster).
     state_dir: Path
-    #: The cluster's `clusterd.machines.MachineWork` (MAAS), or None without MAAS.
-    machines: Any = None
-    #: The cluster's `clusterd.volumes.work.VolumeWork`, or None.
-    volumes: Any = None
+    #: The cluster's MAAS work, or None without MAAS.
+    machines: MachineWork | None = None
+    #: The cluster's volume work, or None.
+    volumes: VolumeWork | None = None
     #: `outpost.metrics.ExternalCallMetrics` for calls to external systems, or None.
     metrics: Any = None
 

@@ -69,8 +69,9 @@ from clusterd.infrastructure.driver import (
 )
 from clusterd.infrastructure.maas_template import Template, allocate, parse_template
 from clusterd.maas.errors import MAASError, MAASUnavailable
-from clusterd.machines import rpc_error_for
+from clusterd.machines import MachineWork, rpc_error_for
 from clusterd.volumes.lifecycle import INFRASTRUCTURE_JOB_PREFIX, TAG_DISK
+from clusterd.volumes.work import VolumeWork
 from outpost.config import ConfigError, Field, boolean, load_section, positive_float
 from outpost.files import write_private_atomically
 from rpc import errors as rpc_errors
@@ -211,8 +212,8 @@ class MAASInfrastructureDriver:
     """
 
     reactor: Any = attrs.field(repr=False)
-    machines: Any = attrs.field(repr=False)
-    volumes: Any = attrs.field(repr=False)
+    machines: MachineWork | None = attrs.field(repr=False)
+    volumes: VolumeWork | None = attrs.field(repr=False)
     state_path: Path
     settings: Settings = attrs.field(factory=Settings)
     _infrastructures: dict[str, Infrastructure] = attrs.field(init=False, factory=dict, repr=False)
@@ -587,7 +588,7 @@ class MAASInfrastructureDriver:
             return result
 
         try:
-            self.volumes.start(job, operation, work)
+            self._volume_work().start(job, operation, work)
         except rpc_errors.RPCError as e:
             raise InfrastructureError(f"volumes of job {job}: {e}") from None
         self._volume_runs.setdefault(key, None)
@@ -663,7 +664,7 @@ class MAASInfrastructureDriver:
 
     # -- the site's systems ----------------------------------------------------------
 
-    def _machine_work(self) -> Any:
+    def _machine_work(self) -> MachineWork:
         if self.machines is None or getattr(self.machines, "client", None) is None:
             raise InvalidInfrastructureRequest(
                 "this cluster has no MAAS configured (maas: in its configuration), so it cannot serve maas locations"
@@ -686,7 +687,7 @@ class MAASInfrastructureDriver:
         self._user = name
         return name
 
-    def _volume_work(self) -> Any:
+    def _volume_work(self) -> VolumeWork:
         if self.volumes is None or self.volumes.configuration is None:
             raise InvalidInfrastructureRequest(
                 "the template asks for volumes, but this cluster has no CloudStack configuration from the region"
