@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Awaitable, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.protocols import amp
 
 from regiond.rpc.registrar import ClusterRegistrar
+from rpc.errors import InvalidArgument
 from rpc.protocol import RPCProtocol
 from rpc.region import (
     GetRegionEndpoints,
@@ -51,6 +53,18 @@ class IInfrastructureCallbacks(Protocol):
     def task_completed(self, cluster_uuid: str, task: Any, operation: str, location: Any) -> Awaitable[None]: ...
 
 
+def _refuse_nul(**arguments: Any) -> None:
+    """
+    PostgreSQL text and jsonb cannot hold NUL, and no name, id or report of
+    ours has one: a cluster sending one gets INVALID_ARGUMENT, not a failed
+    statement answered as UNHANDLED.
+    """
+    for name, value in arguments.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        if "\x00" in text or "\\u0000" in text:
+            raise InvalidArgument(f"{name} must not contain NUL")
+
+
 class RegionResponders(amp.CommandLocator):
     def __init__(
         self,
@@ -77,14 +91,17 @@ class RegionResponders(amp.CommandLocator):
 
     @ReportVolumeState.responder
     def report_volume_state(self, job_id: str, disk_name: str, state: str, details: Any) -> Deferred[dict[str, Any]]:
+        _refuse_nul(job_id=job_id, disk_name=disk_name, state=state, details=details)
         return self._reporting(lambda uuid: self._volumes.volume_state(uuid, job_id, disk_name, state, details) if self._volumes else _nothing())
 
     @ReportVolumeJob.responder
     def report_volume_job(self, job_id: str, operation: str, outcome: str, undone: Any, error: str) -> Deferred[dict[str, Any]]:
+        _refuse_nul(job_id=job_id, operation=operation, outcome=outcome, undone=undone, error=error)
         return self._reporting(lambda uuid: self._volumes.volume_job(uuid, job_id, operation, outcome, undone, error) if self._volumes else _nothing())
 
     @ReportInfrastructureTask.responder
     def report_infrastructure_task(self, task: Any, operation: str, deployment_location: Any) -> Deferred[dict[str, Any]]:
+        _refuse_nul(task=task, operation=operation, deployment_location=deployment_location)
         async def completed(uuid: str) -> None:
             if self._infrastructure is None:
                 # Not acknowledged: the cluster keeps the report and sends it again.
@@ -104,6 +121,7 @@ class RegionResponders(amp.CommandLocator):
 
     @RegisterCluster.responder
     def register_cluster(self, uuid: str, name: str, version: str, capabilities: Any) -> Deferred[dict[str, Any]]:
+        _refuse_nul(name=name, version=version, capabilities=capabilities)
         return Deferred.fromCoroutine(self._registrar.register(self._connection, uuid, name, version, capabilities))
 
     @GetRegionEndpoints.responder
@@ -115,6 +133,7 @@ class RegionResponders(amp.CommandLocator):
 
     @ReportPowerOutcome.responder
     def report_power_outcome(self, system_id: str, action: str, request_id: str, outcome: str, state: str, error: str) -> Deferred[dict[str, Any]]:
+        _refuse_nul(system_id=system_id, action=action, request_id=request_id, outcome=outcome, state=state, error=error)
         async def report() -> dict[str, Any]:
             cluster = self._registrar.cluster_of(self._connection)
             if self._callbacks is not None:
@@ -125,6 +144,7 @@ class RegionResponders(amp.CommandLocator):
 
     @ReportEvent.responder
     def report_event(self, type: str, subject: str, outcome: str, data: Any) -> Deferred[dict[str, Any]]:
+        _refuse_nul(type=type, subject=subject, outcome=outcome, data=data)
         async def report() -> dict[str, Any]:
             cluster = self._registrar.cluster_of(self._connection)
             if self._callbacks is not None:
