@@ -135,6 +135,10 @@ class MachineWork:
     async def list_machines(self, filters: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(filters, dict) or not set(filters) <= {"hostname", "status", "zone", "pool", "tags"}:
             raise rpc_errors.InvalidArgument("filters may have hostname, status, zone, pool and tags")
+        for key, value in filters.items():
+            values = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, str) and v for v in values):
+                raise rpc_errors.InvalidArgument(f"filters.{key} must be a non-empty string or a list of them")
         machines = await self._guard(self._maas().list_machines(**filters))
         return {"machines": [summarize(m) for m in machines]}
 
@@ -277,10 +281,44 @@ def _ids(system_ids: Any) -> list[str]:
     return list(dict.fromkeys(system_ids))
 
 
+def _flag(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _word(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _scripts(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
+#: What each MAAS action option may be (None, for any of them, is "not given").
+_OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "enable_ssh": (_flag, "true or false"),
+    "skip_networking": (_flag, "true or false"),
+    "skip_storage": (_flag, "true or false"),
+    "testing_scripts": (_scripts, "a script name or a list of them"),
+    "distro_series": (_word, "a string"),
+    "hwe_kernel": (_word, "a string"),
+    "user_data": (_word, "a string"),
+    "hostname": (_word, "a string"),
+    "erase": (_flag, "true or false"),
+    "secure_erase": (_flag, "true or false"),
+    "quick_erase": (_flag, "true or false"),
+}
+
+
 def _options(options: Any, allowed: set[str]) -> dict[str, Any]:
+    """The options that are given, each of the type MAAS takes; InvalidArgument naming the first that is not."""
     if not isinstance(options, dict) or not set(options) <= allowed:
         raise rpc_errors.InvalidArgument(f"options may have {', '.join(sorted(allowed))}")
-    return {k: v for k, v in options.items() if v is not None}
+    given = {k: v for k, v in options.items() if v is not None}
+    for key, value in given.items():
+        check, what = _OPTION_TYPES[key]
+        if not check(value):
+            raise rpc_errors.InvalidArgument(f"options.{key} must be {what}, not {type(value).__name__}")
+    return given
 
 
 async def _each(semaphore: DeferredSemaphore, coroutines: list[Any]) -> None:

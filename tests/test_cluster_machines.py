@@ -89,6 +89,25 @@ async def test_maas_errors_become_the_rpc_errors_the_region_maps(site) -> None:
         await work.list_machines({"bogus": ["x"]})
 
 
+@pytest.mark.parametrize("call, message", [
+    (lambda w: w.commission("x", {"testing_scripts": False}), "options.testing_scripts must be a script name or a list of them"),
+    (lambda w: w.commission("x", {"testing_scripts": ["smartctl", 3]}), "options.testing_scripts must be"),
+    (lambda w: w.commission("x", {"enable_ssh": "yes"}), "options.enable_ssh must be true or false, not str"),
+    (lambda w: w.deploy("x", {"distro_series": 22}), "options.distro_series must be a string, not int"),
+    (lambda w: w.release("x", {"erase": 1}), "options.erase must be true or false, not int"),
+    (lambda w: w.list_machines({"hostname": ""}), "filters.hostname must be a non-empty string or a list of them"),
+    (lambda w: w.list_machines({"tags": ["virtual", 1]}), "filters.tags must be"),
+    (lambda w: w.list_machines({"zone": None}), "filters.zone must be"),
+])
+@pytest_twisted.ensureDeferred
+async def test_option_and_filter_values_of_the_wrong_type_are_invalid_arguments(site, call, message) -> None:
+    """Found by tests/test_rpc_cluster_fuzz.py: each was a TypeError in the client, answered UNHANDLED."""
+    work, _, _ = site
+    with pytest.raises(rpc_errors.InvalidArgument, match=message.replace("(", r"\(")):
+        await call(work)
+    assert (await work.commission((await work.list_machines({}))["machines"][0]["system_id"], {"enable_ssh": None}))["machine"]
+
+
 @pytest_twisted.ensureDeferred
 async def test_deploy_sends_user_data_and_answers_the_deploying_machine(site) -> None:
     work, simulator, _ = site
