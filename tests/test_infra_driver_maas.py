@@ -542,6 +542,22 @@ async def test_claims_survive_a_restart_and_a_deploy_lost_to_it_is_sent_again(ha
     assert done.status == COMPLETE and machine_ids(done) == [claimed] and harness.posts("deploy") == 1
 
 
+async def deploy_unrecorded(harness: MAASHarness) -> tuple[Any, str]:
+    """
+    A create whose deploy MAAS takes while its answer is lost (as if the
+    cluster died before recording it): the accepted request and the machine,
+    Deploying in MAAS.  MAAS answers normally again afterwards.
+    """
+    working = harness.client.http
+    harness.client.http = Unanswered(working)
+    before = harness.driver.claimed()
+    accepted = await create(harness, template({"name": "n"}))
+    [taken] = harness.driver.claimed() - before
+    await harness.run(lambda: harness.machine(taken).status == Status.DEPLOYING)
+    harness.client.http = working
+    return accepted, taken
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_deploy_maas_took_before_a_restart_is_ours_only_if_maas_names_us_its_owner(harness: MAASHarness) -> None:
     """
@@ -550,24 +566,15 @@ async def test_a_deploy_maas_took_before_a_restart_is_ours_only_if_maas_names_us
     MAAS's owner decides: ours, the create carries on; another user's, the
     create fails and that machine is left alone.
     """
-    working = harness.client.http
-    harness.client.http = Unanswered(working)
-    mine = await create(harness, template({"name": "n"}))
-    [taken] = harness.driver.claimed()
-    await harness.run(lambda: harness.machine(taken).status == Status.DEPLOYING)
+    mine, taken = await deploy_unrecorded(harness)
     assert harness.machine(taken).owner == "admin"
-    harness.client.http = working
     harness.restart()
     await harness.settle()
     done = await task(harness, mine)
     assert done.status == COMPLETE and machine_ids(done) == [taken] and harness.posts("deploy") == 1
 
-    harness.client.http = Unanswered(working)
-    theirs = await create(harness, template({"name": "n"}))
-    [lost] = harness.driver.claimed() - {taken}
-    await harness.run(lambda: harness.machine(lost).status == Status.DEPLOYING)
+    theirs, lost = await deploy_unrecorded(harness)
     harness.sim.set_machine(lost, owner="someone")  # as if another user's deploy had won
-    harness.client.http = working
     harness.restart()
     await harness.settle()
     failed = await task(harness, theirs)
@@ -580,11 +587,7 @@ async def test_a_deploy_maas_took_before_a_restart_is_ours_only_if_maas_names_us
 
 @pytest_twisted.ensureDeferred
 async def test_a_deploy_that_failed_before_a_restart_recorded_it_is_ours_to_release(harness: MAASHarness) -> None:
-    harness.client.http = Unanswered(harness.client.http)
-    accepted = await create(harness, template({"name": "n"}))
-    [taken] = harness.driver.claimed()
-    await harness.run(lambda: harness.machine(taken).status == Status.DEPLOYING)
-    harness.client.http = harness.client.http.inner
+    accepted, taken = await deploy_unrecorded(harness)
     harness.sim.set_machine(taken, status=Status.FAILED_DEPLOYMENT)
     harness.restart()
     await harness.settle()
@@ -597,11 +600,7 @@ async def test_a_deploy_that_failed_before_a_restart_recorded_it_is_ours_to_rele
 
 @pytest_twisted.ensureDeferred
 async def test_not_knowing_who_we_are_is_temporary_and_the_create_carries_on_once_maas_says(harness: MAASHarness) -> None:
-    harness.client.http = Unanswered(harness.client.http)
-    accepted = await create(harness, template({"name": "n"}))
-    [taken] = harness.driver.claimed()
-    await harness.run(lambda: harness.machine(taken).status == Status.DEPLOYING)
-    harness.client.http = harness.client.http.inner
+    accepted, taken = await deploy_unrecorded(harness)
     whoami = MachineWork.username
     answers = iter(["", ""])
 

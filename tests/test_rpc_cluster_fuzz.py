@@ -20,7 +20,6 @@ import attrs
 from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.internet.task import Clock
 from twisted.protocols import amp
-from twisted.python.failure import Failure
 
 from clusterd.infrastructure.driver import DriverContext
 from clusterd.infrastructure.registry import DriverRegistry
@@ -32,7 +31,6 @@ from clusterd.volumes import SimulatedMounter
 from clusterd.volumes.work import VolumeWork
 from rpc import cluster as commands
 from rpc.client import RegionClient
-from rpc.errors import RemoteUnhandledError
 from rpc.region import (
     GetTrackedVolumeJobs,
     ReportEvent,
@@ -43,8 +41,7 @@ from rpc.region import (
 )
 from simulators.maas import MAASSimulator
 from simulators.maas.fake import FakeMAASClient
-from tests.rpchelpers import make_pair
-from tests.test_rpc_region_fuzz import any_text, json_values, words
+from tests.rpchelpers import any_text, judge, json_values, make_pair, words
 
 COMMANDS: list[type[amp.Command]] = sorted(
     (c for c in vars(commands).values()
@@ -169,17 +166,9 @@ def test_generated_calls_from_the_region_are_answered_or_refused_with_a_declared
     def property_(call: tuple[type[amp.Command], dict[str, Any]]) -> None:
         command, kwargs = call
         result = cluster.call(command, kwargs)
-        name = command.__name__
-        if isinstance(result, Failure):
-            assert not result.check(RemoteUnhandledError, amp.RemoteAmpError), f"{name}({kwargs!r}): {result.value!r}"
-            assert result.check(*command.allErrors), f"{name}({kwargs!r}): undeclared {result.value!r}"
-            assert str(result.value), f"{name}: an error without a message"
-            seen.setdefault(name, set()).add(type(result.value).__name__)
-        else:
-            assert isinstance(result, dict), f"{name}({kwargs!r}) answered {result!r}"
-            seen.setdefault(name, set()).add("answered")
+        judge(command, kwargs, result, seen)
 
     property_()
     answered = {name for name, outcomes in seen.items() if "answered" in outcomes}
-    assert len(answered) >= 6, seen
+    assert {c.__name__ for c in COMMANDS if c.arguments and c.__name__ in answered}, f"only the argument-less were answered: {seen}"
     assert len(seen) >= len(COMMANDS) - 2, f"most commands were tried: {sorted(seen)}"
