@@ -53,6 +53,34 @@ json_values = st.recursive(
 )
 
 
+def calls(
+    commands: list[type[amp.Command]],
+    text: st.SearchStrategy[str],
+    structures: st.SearchStrategy[Any],
+    uuids: st.SearchStrategy[str] | None = None,
+) -> st.SearchStrategy[tuple[type[amp.Command], dict[str, Any]]]:
+    """One of `commands` with every argument drawn by its AMP type."""
+    from rpc.arguments import UUID, Structure
+
+    def strategy(argument: amp.Argument) -> st.SearchStrategy[Any]:
+        if isinstance(argument, UUID) and uuids is not None:
+            return uuids
+        if isinstance(argument, Structure):
+            return st.none() | structures if argument.optional else structures
+        if isinstance(argument, amp.Boolean):
+            return st.booleans()
+        if isinstance(argument, amp.Unicode):
+            return text
+        raise AssertionError(f"no strategy for {type(argument).__name__}: add one")
+
+    @st.composite
+    def call(draw: Any) -> tuple[type[amp.Command], dict[str, Any]]:
+        command = draw(st.sampled_from(commands))
+        return command, {name.decode(): draw(strategy(argument)) for name, argument in command.arguments}
+
+    return call()
+
+
 def judge(command: type[amp.Command], kwargs: dict[str, Any], result: Any, seen: dict[str, set[str]]) -> None:
     """
     `result` (a response dict or a Failure) is an answer or an error

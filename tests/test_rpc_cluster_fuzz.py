@@ -22,9 +22,9 @@ from twisted.internet.task import Clock
 from twisted.protocols import amp
 
 from clusterd.infrastructure.driver import DriverContext
+from clusterd.infrastructure.journal import write_here
 from clusterd.infrastructure.registry import DriverRegistry
 from clusterd.infrastructure.work import InfrastructureWork
-from clusterd.infrastructure.journal import write_here
 from clusterd.machines import MachineWork
 from clusterd.responders import ClusterResponders
 from clusterd.volumes import SimulatedMounter
@@ -41,7 +41,7 @@ from rpc.region import (
 )
 from simulators.maas import MAASSimulator
 from simulators.maas.fake import FakeMAASClient
-from tests.rpchelpers import any_text, judge, json_values, make_pair, words
+from tests.rpchelpers import any_text, calls, judge, json_values, make_pair, words
 
 COMMANDS: list[type[amp.Command]] = sorted(
     (c for c in vars(commands).values()
@@ -81,8 +81,6 @@ class Region(amp.CommandLocator):
 
 def strategies(system_ids: list[str]) -> st.SearchStrategy[tuple[type[amp.Command], dict[str, Any]]]:
     """Calls of every command, with `system_ids` (the simulated MAAS's) among the machine ids."""
-    from rpc.arguments import Structure
-
     machine_ids = st.one_of(st.sampled_from(system_ids), st.sampled_from(["", "nope", "\x00", "a" * 300]))
     option_words = st.one_of(words, st.sampled_from(["hard", "soft", "jammy", "aGk=", "default", "virtual"]))
     locations = st.fixed_dictionaries(
@@ -102,21 +100,7 @@ def strategies(system_ids: list[str]) -> st.SearchStrategy[tuple[type[amp.Comman
     )
     text = st.one_of(machine_ids, option_words, any_text)
 
-    def strategy(argument: amp.Argument) -> st.SearchStrategy[Any]:
-        if isinstance(argument, Structure):
-            return st.none() | structures if argument.optional else structures
-        if isinstance(argument, amp.Boolean):
-            return st.booleans()
-        if isinstance(argument, amp.Unicode):
-            return text
-        raise AssertionError(f"no strategy for {type(argument).__name__}: add one")
-
-    @st.composite
-    def calls(draw: Any) -> tuple[type[amp.Command], dict[str, Any]]:
-        command = draw(st.sampled_from(COMMANDS))
-        return command, {name.decode(): draw(strategy(argument)) for name, argument in command.arguments}
-
-    return calls()
+    return calls(COMMANDS, text, structures)
 
 
 @attrs.define

@@ -16,7 +16,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.protocols import amp
 
-from rpc.arguments import UUID, Structure
 from rpc.protocol import RPCProtocol
 from rpc.region import (
     GetRegionEndpoints,
@@ -29,7 +28,7 @@ from rpc.region import (
     ReportVolumeState,
 )
 from tests.regionstack import RegionStack, region_stack  # noqa: F401
-from tests.rpchelpers import any_text, judge, json_values, words
+from tests.rpchelpers import any_text, calls, judge, json_values, words
 
 CLUSTER = "7b0c6a52-2f4e-4d7e-9a51-3c1f0e2d4b6a"
 
@@ -50,23 +49,6 @@ structures = st.one_of(json_values, task_like, location_like, st.lists(st.one_of
 uuids = st.one_of(st.just(CLUSTER), st.uuids().map(str))
 
 
-def _strategy(argument: amp.Argument) -> st.SearchStrategy[Any]:
-    if isinstance(argument, UUID):
-        return uuids
-    if isinstance(argument, Structure):
-        return structures
-    if isinstance(argument, amp.Unicode):
-        return text
-    raise AssertionError(f"no strategy for {type(argument).__name__}: add one")
-
-
-@st.composite
-def calls(draw: Any) -> tuple[type[amp.Command], dict[str, Any]]:
-    command = draw(st.sampled_from(COMMANDS))
-    kwargs = {name.decode(): draw(_strategy(argument)) for name, argument in command.arguments}
-    return command, kwargs
-
-
 def _outcome(stack: RegionStack, proto: RPCProtocol, command: type[amp.Command], kwargs: dict[str, Any]) -> Any:
     """The response dict or the Failure, from the hypothesis thread."""
 
@@ -85,7 +67,7 @@ async def test_generated_calls_from_a_cluster_are_answered_or_refused_with_a_dec
     seen: dict[str, set[str]] = {}
 
     @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-    @given(call=calls())
+    @given(call=calls(COMMANDS, text, structures, uuids))
     def property_(call: tuple[type[amp.Command], dict[str, Any]]) -> None:
         command, kwargs = call
         result = _outcome(region_stack, proto, command, kwargs)
